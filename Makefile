@@ -1,0 +1,33 @@
+# Two commands for a fresh machine: `make run` (start the tutor) and `make test` (run every test).
+# Both create .venv when it is missing and install the project from pyproject.toml.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test install bench check clean-index
+
+run: $(STAMP)
+	$(BIN)/python launch.py
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+install: $(STAMP)
+
+# pyproject.toml pins torch==2.13.0 so that pip takes the CPU wheel; llama-cpp-python is compiled on
+# the first install (4-6 minutes), then comes from pip's wheel cache.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --disable-pip-version-check -q -e '.[test]'
+	touch $(STAMP)
+
+bench: $(STAMP)
+	$(BIN)/python bench/retrieval.py
+
+check: $(STAMP)
+	$(BIN)/python -m ruff check tutor tests bench tools
+	$(BIN)/python -m ruff format --check tutor tests bench tools
+
+clean-index: $(STAMP)
+	$(BIN)/tutor ingest --rebuild

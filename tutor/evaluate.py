@@ -1,0 +1,153 @@
+"""Evaluation: read a JSONL dataset and measure retrieval (hit@1/3/5, MRR, multi-section recall).
+
+One JSON object comes out, which later stages extend with their own keys. A retrieved section hits
+an expected one when it is equal or a subsection of it ("3.3.1" hits "3.3").
+It does not judge generated answers yet, and it never stops at a malformed line: it reports it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tutor.errors import DatasetError
+
+GATES = {"on_topic", "off_topic", "unsafe"}
+KINDS = {
+    "factual", "conceptual", "comparison", "multi_section", "followup", "related_not_in_course",
+    "off_topic", "unsafe_harm", "prompt_injection", "personal_data", "harassment", "cheating",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Item:
+    id: str
+    question: str
+    language: str
+    gate: str
+    sections: tuple[str, ...]
+    keywords: tuple[str, ...]
+    kind: str
+    history: tuple[dict[str, str], ...] = ()
+    chitchat: bool = False
+
+
+@dataclass
+class Dataset:
+    items: list[Item] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # "line 7: …"
+
+
+def load_dataset(path: Path) -> Dataset:
+    """Every valid item of a JSONL file; each malformed line is reported with its number and skipped."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError as exc:
+        raise DatasetError(f"No existe el archivo de evaluación «{path}».") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"No se puede leer «{path}» como texto UTF-8: {exc}") from exc
+    dataset = Dataset()
+    seen: set[str] = set()
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            item = _parse(json.loads(line))
+        except json.JSONDecodeError as exc:
+            dataset.errors.append(f"línea {number}: no es JSON válido ({exc.msg}, columna {exc.colno})")
+            continue
+        except ValueError as exc:
+            dataset.errors.append(f"línea {number}: {exc}")
+            continue
+        if item.id in seen:
+            dataset.errors.append(f"línea {number}: id repetido «{item.id}»")
+            continue
+        seen.add(item.id)
+        dataset.items.append(item)
+    return dataset
+
+
+def _parse(raw: Any) -> Item:
+    if not isinstance(raw, dict):
+        raise ValueError("cada línea debe ser un objeto JSON")
+
+    def text(key: str) -> str:
+        value = raw.get(key)
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(f"falta «{key}» o no es un texto")
+        return value
+
+    def strings(key: str) -> tuple[str, ...]:
+        value = raw.get(key)
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ValueError(f"«{key}» debe ser una lista de textos")
+        return tuple(value)
+
+    gate, kind = text("gate"), text("kind")
+    if gate not in GATES:
+        raise ValueError(f"gate «{gate}» no es uno de {sorted(GATES)}")
+    if kind not in KINDS:
+        raise ValueError(f"kind «{kind}» no es uno de {sorted(KINDS)}")
+    history = raw.get("history", [])
+    if not isinstance(history, list) or not all(
+        isinstance(t, dict) and t.get("role") in {"user", "assistant"} and isinstance(t.get("content"), str)
+        for t in history
+    ):
+        raise ValueError("«history» debe ser una lista de {role: user|assistant, content: texto}")
+    return Item(
+        id=text("id"),
+        question=text("question"),
+        language=text("language"),
+        gate=gate,
+        sections=strings("sections"),
+        keywords=strings("keywords"),
+        kind=kind,
+        history=tuple(history),
+        chitchat=raw.get("chitchat") is True,
+    )
+
+
+def section_hits(retrieved: str, expected: str) -> bool:
+    """'3.3.1' hits '3.3'; '3.3' does not hit '3.3.1'; '3.30' does not hit '3.3'."""
+    return retrieved == expected or retrieved.startswith(expected + ".")
+
+
+def retrieval_scores(items: Iterable[Item], ranked: Callable[[Item], Sequence[str]]) -> dict[str, Any]:
+    """Figures over on-topic items with sections; `ranked` gives the section ids retrieved, best first."""
+    rows: list[tuple[Item, dict[str, float]]] = []
+    for item in items:
+        if item.gate != "on_topic" or not item.sections:
+            continue
+        sections = list(ranked(item))
+        first = next(
+            (rank for rank, s in enumerate(sections, start=1) if any(section_hits(s, e) for e in item.sections)),
+            None,
+        )
+        row = {f"hit@{k}": float(first is not None and first <= k) for k in (1, 3, 5)}
+        row["mrr"] = 1.0 / first if first else 0.0
+        if len(item.sections) >= 2:
+            top5 = sections[:5]
+            found = sum(any(section_hits(s, e) for s in top5) for e in item.sections)
+            row["all_sections_recall@5"] = found / len(item.sections)
+        rows.append((item, row))
+    summary = _mean([r for _, r in rows])
+    for key, attr in (("by_language", "language"), ("by_kind", "kind")):
+        groups: dict[str, list[dict[str, float]]] = defaultdict(list)
+        for item, row in rows:
+            groups[getattr(item, attr)].append(row)
+        summary[key] = {name: _mean(group) for name, group in sorted(groups.items())}
+    summary["misses@5"] = [item.id for item, row in rows if not row["hit@5"]]
+    return summary
+
+
+def _mean(rows: list[dict[str, float]]) -> dict[str, Any]:
+    out: dict[str, Any] = {"n": len(rows)}
+    for key in ("hit@1", "hit@3", "hit@5", "mrr"):
+        out[key] = round(sum(r[key] for r in rows) / len(rows), 4) if rows else None
+    multi = [r["all_sections_recall@5"] for r in rows if "all_sections_recall@5" in r]
+    out["all_sections_recall@5"] = round(sum(multi) / len(multi), 4) if multi else None
+    return out

@@ -1,0 +1,69 @@
+"""Hybrid retrieval: Spanish BM25 and dense vectors, fused by reciprocal rank.
+
+`Retriever.search(query, k)` returns up to k passages, at most `per_section` from one section, so
+the top k covers distinct sections. Local Chroma has no hybrid search, hence the fusion here.
+It does not decide whether a question is on topic (the gate does) nor rewrite follow-ups.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+from tutor.config import Settings
+from tutor.errors import BadQuery
+from tutor.index import Index
+from tutor.types import Passage
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufffd]")
+
+
+def clean_query(text: str, max_chars: int) -> str:
+    """The searchable part of a question: control characters dropped, spaces collapsed, length capped."""
+    text = " ".join(_CONTROL.sub(" ", text).split())[:max_chars]
+    if not re.search(r"\w", text):
+        raise BadQuery("La pregunta está vacía o no tiene palabras: escriba una pregunta sobre el curso.")
+    return text
+
+
+class Retriever:
+    """BM25-es + dense, fused with RRF (k=60), diversified by section."""
+
+    def __init__(self, index: Index, settings: Settings) -> None:
+        self.index = index
+        self.settings = settings
+
+    def search(self, query: str, k: int | None = None) -> list[Passage]:
+        """The k best passages for a question, best first; BadQuery if it has no words."""
+        k = k or self.settings.top_k
+        query = clean_query(query, self.settings.max_query_chars)
+        n = self.settings.candidates
+        lexical = self.index.lexical(query, n)
+        dense = self.index.dense(self.index.embedder.embed_queries([query])[0], n)
+        fused: dict[str, float] = {}
+        for ranking in (lexical, dense):
+            for rank, chunk_id in enumerate(ranking, start=1):
+                fused[chunk_id] = fused.get(chunk_id, 0.0) + 1.0 / (self.settings.rrf_k + rank)
+        lex_rank = {c: r for r, c in enumerate(lexical, start=1)}
+        dense_rank = {c: r for r, c in enumerate(dense, start=1)}
+        per_section: Counter[str] = Counter()
+        passages: list[Passage] = []
+        for chunk_id in sorted(fused, key=lambda c: (-fused[c], c)):
+            chunk = self.index.chunks[chunk_id]
+            key = f"{chunk.source}#{chunk.section_id}"
+            if per_section[key] >= self.settings.per_section:
+                continue
+            per_section[key] += 1
+            passages.append(Passage(chunk, fused[chunk_id], lex_rank.get(chunk_id), dense_rank.get(chunk_id)))
+            if len(passages) == k:
+                break
+        return passages
+
+
+def search_query(question: str, history: list[dict[str, str]] | tuple[dict[str, str], ...] = ()) -> str:
+    """A follow-up such as "¿y en qué se diferencia de BERT?" is searched with the student's previous
+    question in front of it; a long question stands on its own. (A model-based rewrite may replace this.)"""
+    previous = [t["content"] for t in history if t.get("role") == "user" and t.get("content", "").strip()]
+    if previous and len(question.split()) <= 12:
+        return f"{previous[-1]} {question}"
+    return question
