@@ -170,7 +170,7 @@ def cmd_eval(args: argparse.Namespace, settings) -> int:
 
 
 def cmd_chat(args: argparse.Namespace, settings) -> int:
-    from tutor.retrieve import search_query
+    from tutor.retrieve import clean_query, search_query
 
     retriever = _retriever(settings, repair=True)
     history: list[dict[str, str]] = []
@@ -184,6 +184,7 @@ def cmd_chat(args: argparse.Namespace, settings) -> int:
         if not question:
             continue
         try:
+            clean_query(question, settings.max_query_chars)
             passages = retriever.search(search_query(question, history))
         except TutorError as exc:
             print(exc)
@@ -200,7 +201,7 @@ def cmd_serve(args: argparse.Namespace, settings) -> int:
     retriever = _retriever(settings, repair=True)
     app = build_ui(retriever, settings)
     print(f"Tutor en http://{settings.host}:{settings.port}  (Ctrl-C para salir)")
-    app.launch(server_name=settings.host, server_port=settings.port, share=False, show_api=True)
+    app.launch(server_name=settings.host, server_port=settings.port, share=False)
     return 0
 
 

@@ -10,6 +10,7 @@ It does not rank or fuse results (retrieve.py does).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -29,12 +30,13 @@ from tutor.config import Settings
 from tutor.embed import Embedder
 from tutor.errors import IndexNotReady, TutorError
 from tutor.ingest import KnowledgeFileError, chunk_file, knowledge_files
+from tutor.ingest import sentences as split_sentences
 from tutor.types import Chunk
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1  # bump when the manifest or chunk layout changes: older indexes then ask for a rebuild
-COLLECTION = "curso"
+FORMAT = 2  # bump when the manifest or chunk layout changes: older indexes then ask for a rebuild
+COLLECTIONS = ("curso", "curso_frases")  # chunks, and their sentences
 MANIFEST = "manifest.json"
 _BATCH = 16
 
@@ -47,9 +49,21 @@ class IngestReport:
     reused: int = 0  # moved chunks whose vector was kept
     unchanged: int = 0
     removed: int = 0
+    sentences_embedded: int = 0  # sentence vectors computed (the fine-grained search layer)
     rebuilt: str | None = None  # why the collection was started from scratch, if it was
     problems: list[str] = field(default_factory=list)
     seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class _Record:
+    """One vector to store: a chunk, or one sentence of a chunk."""
+
+    id: str
+    hash: str
+    embed_text: str
+    document: str
+    metadata: dict[str, Any]
 
 
 def ingest(settings: Settings, embedder: Embedder, *, rebuild: bool = False, progress: bool = True) -> IngestReport:
@@ -72,93 +86,123 @@ def ingest(settings: Settings, embedder: Embedder, *, rebuild: bool = False, pro
         old = None
 
     # 1. Read and chunk every file. A file that cannot be read keeps what it had in the index.
-    old_chunks = {c["id"]: c for c in (old or {}).get("chunks", [])}
+    old_chunks = (old or {}).get("chunks", [])
     chunks: list[Chunk] = []
-    paths = knowledge_files(folder)
-    for path in paths:
+    for path in knowledge_files(folder):
         source = path.relative_to(folder).as_posix()
         try:
             chunks.extend(chunk_file(path, folder, words=settings.chunk_words, overlap=settings.chunk_overlap))
             report.files += 1
         except KnowledgeFileError as exc:
-            kept = [Chunk(**c) for c in old_chunks.values() if c["source"] == source]
+            kept = [Chunk(**c) for c in old_chunks if c.get("source") == source]
             chunks.extend(kept)
             note = f" Se conservan sus {len(kept)} fragmentos ya indexados." if kept else ""
             report.problems.append(f"{exc}{note}")
     if not chunks:
-        raise TutorError(
-            f"No hay material que indexar en «{folder}»: añada archivos .md, .txt o .pdf con texto."
-        )
+        raise TutorError(f"No hay material que indexar en «{folder}»: añada archivos .md, .txt o .pdf con texto.")
 
-    # 2. Open the collection, starting again if it is damaged or holds another embedder's vectors.
+    # 2. Open the collections, starting again if damaged or holding another embedder's vectors.
     try:
-        collection = _open_collection(index_dir, embedder, create=True)
+        stores = _open_collections(index_dir, embedder, create=True)
     except _Damaged as exc:
         report.rebuilt = f"el almacén de vectores estaba dañado ({exc})"
         _remove_store(index_dir)
-        collection = _open_collection(index_dir, embedder, create=True)
-    meta = collection.metadata or {}
+        stores = _open_collections(index_dir, embedder, create=True)
+    meta = stores[0].metadata or {}
     if (meta.get("embedder"), meta.get("embedder_version")) != (embedder.name, embedder.version):
-        if collection.count():
+        if stores[0].count():
             report.rebuilt = f"cambió el modelo de embeddings ({meta.get('embedder')} → {embedder.name})"
             _remove_store(index_dir)
-            collection = _open_collection(index_dir, embedder, create=True)
+            stores = _open_collections(index_dir, embedder, create=True)
 
-    # 3. Diff against what Chroma really holds (not the manifest: a run may have been interrupted).
-    stored = collection.get(include=["metadatas"])
-    stored_hash = {i: (m or {}).get("hash") for i, m in zip(stored["ids"], stored["metadatas"] or [])}
-    wanted = {c.id: c for c in chunks}
-    stale = [i for i in stored_hash if i not in wanted]
-    todo = [c for c in chunks if stored_hash.get(c.id) != c.hash]
-    report.unchanged = len(chunks) - len(todo)
-
-    # A chunk that only moved (same text, new id) keeps its vector.
-    by_hash = {h: i for i, h in stored_hash.items() if h}
-    movable = [by_hash[c.hash] for c in todo if c.hash in by_hash]
-    vectors: dict[str, np.ndarray] = {}
-    if movable:
-        got = collection.get(ids=movable, include=["embeddings", "metadatas"])
-        for vec, meta_ in zip(got["embeddings"], got["metadatas"]):
-            vectors[meta_["hash"]] = np.asarray(vec, dtype=np.float32)
-    to_embed = [c for c in todo if c.hash not in vectors]
-    report.reused = len(todo) - len(to_embed)
-
+    # 3. Sync both layers against what Chroma really holds (a run may have been interrupted).
     from tqdm import tqdm
 
-    bar = tqdm(total=len(to_embed), desc="Indexando", unit="fragmento", disable=not progress or not to_embed)
-    for start in range(0, len(to_embed), _BATCH):
-        batch = to_embed[start : start + _BATCH]
-        for chunk, vec in zip(batch, embedder.embed_passages([c.embed_text for c in batch])):
-            vectors[chunk.hash] = vec
-        bar.update(len(batch))
-    bar.close()
-    report.embedded = len(to_embed)
+    layers = [_chunk_records(chunks), _sentence_records(chunks)]
+    plans = [_plan(store, records) for store, records in zip(stores, layers)]
+    total = sum(len(plan.to_embed) for plan in plans)
+    with tqdm(total=total, desc="Indexando", unit="texto", disable=not progress or not total) as bar:
+        counts = [_apply(store, plan, embedder, bar) for store, plan in zip(stores, plans)]
+    report.embedded, report.reused, report.unchanged, report.removed = counts[0]
+    report.sentences_embedded = counts[1][0]
 
-    for start in range(0, len(todo), 256):
-        batch = todo[start : start + 256]
-        collection.upsert(
-            ids=[c.id for c in batch],
-            embeddings=np.stack([vectors[c.hash] for c in batch]),
-            documents=[c.text for c in batch],
-            metadatas=[_chunk_metadata(c) for c in batch],
-        )
-    if stale:
-        collection.delete(ids=stale)
-    report.removed = len(stale)
-
-    _write_manifest(index_dir, embedder, chunks)
+    _write_manifest(index_dir, embedder, chunks, sentences=len(layers[1]))
     report.chunks = len(chunks)
     report.seconds = time.perf_counter() - started
     return report
 
 
+def _chunk_records(chunks: list[Chunk]) -> list[_Record]:
+    return [_Record(c.id, c.hash, c.embed_text, c.text, _chunk_metadata(c)) for c in chunks]
+
+
+def _sentence_records(chunks: list[Chunk]) -> list[_Record]:
+    """Every sentence of four words or more, headed by its section title, pointing to its chunk.
+    Searching sentences finds a precise fact that a whole window's vector dilutes."""
+    records = []
+    for chunk in chunks:
+        for n, sentence in enumerate(s for s in split_sentences(chunk.text) if len(s.split()) >= 4):
+            text = f"{chunk.section_title}: {sentence}"
+            digest = hashlib.sha256(text.encode()).hexdigest()
+            records.append(_Record(f"{chunk.id}~{n}", digest, text, sentence, {"chunk_id": chunk.id, "hash": digest}))
+    return records
+
+
+@dataclass
+class _SyncPlan:
+    records: list[_Record]
+    todo: list[_Record]  # to write: new or changed
+    to_embed: list[_Record]  # of those, the ones whose vector is not stored under another id
+    vectors: dict[str, np.ndarray]  # hash -> stored vector, reused
+    stale: list[str]  # ids to delete
+
+
+def _plan(store: Any, records: list[_Record]) -> _SyncPlan:
+    stored = store.get(include=["metadatas"])
+    stored_hash = {i: (m or {}).get("hash") for i, m in zip(stored["ids"], stored["metadatas"] or [])}
+    wanted = {r.id for r in records}
+    todo = [r for r in records if stored_hash.get(r.id) != r.hash]
+    # A text that only moved (same hash, new id) keeps its vector.
+    by_hash = {h: i for i, h in stored_hash.items() if h}
+    vectors: dict[str, np.ndarray] = {}
+    movable = sorted({by_hash[r.hash] for r in todo if r.hash in by_hash})
+    if movable:
+        got = store.get(ids=movable, include=["embeddings", "metadatas"])
+        for vec, meta in zip(got["embeddings"], got["metadatas"]):
+            vectors[meta["hash"]] = np.asarray(vec, dtype=np.float32)
+    to_embed = list({r.hash: r for r in todo if r.hash not in vectors}.values())
+    return _SyncPlan(records, todo, to_embed, vectors, [i for i in stored_hash if i not in wanted])
+
+
+def _apply(store: Any, plan: _SyncPlan, embedder: Embedder, bar: Any) -> tuple[int, int, int, int]:
+    """Embed, write and delete; returns (embedded, reused, unchanged, removed)."""
+    for start in range(0, len(plan.to_embed), _BATCH):
+        batch = plan.to_embed[start : start + _BATCH]
+        for record, vec in zip(batch, embedder.embed_passages([r.embed_text for r in batch])):
+            plan.vectors[record.hash] = vec
+        bar.update(len(batch))
+    for start in range(0, len(plan.todo), 256):
+        batch = plan.todo[start : start + 256]
+        store.upsert(
+            ids=[r.id for r in batch],
+            embeddings=np.stack([plan.vectors[r.hash] for r in batch]),
+            documents=[r.document for r in batch],
+            metadatas=[r.metadata for r in batch],
+        )
+    if plan.stale:
+        store.delete(ids=plan.stale)
+    embedded = len(plan.to_embed)
+    return embedded, len(plan.todo) - embedded, len(plan.records) - len(plan.todo), len(plan.stale)
+
+
 class Index:
     """An opened, self-checked index: chunks by id, dense search through Chroma, BM25 in memory."""
 
-    def __init__(self, chunks: list[Chunk], collection: Any, embedder: Embedder) -> None:
+    def __init__(self, chunks: list[Chunk], stores: tuple[Any, Any], embedder: Embedder, sentences: int) -> None:
         self.chunks = {c.id: c for c in chunks}
         self._order = [c.id for c in chunks]
-        self._collection = collection
+        self._collection, self._sentences = stores
+        self._sentence_count = sentences
         self.embedder = embedder
         self._bm25 = SpanishBM25([c.embed_text for c in chunks])
 
@@ -178,15 +222,16 @@ class Index:
             )
         try:
             chunks = [Chunk(**c) for c in manifest["chunks"]]
-        except (KeyError, TypeError) as exc:
+            sentences = int(manifest["sentences"])
+        except (KeyError, TypeError, ValueError) as exc:
             raise IndexNotReady("El manifiesto del índice está incompleto.") from exc
         if not chunks:
             raise IndexNotReady("El índice está vacío.")
         try:
-            collection = _open_collection(settings.index_dir, embedder, create=False)
+            stores = _open_collections(settings.index_dir, embedder, create=False)
         except _Damaged as exc:
             raise IndexNotReady(f"El almacén de vectores está dañado o falta ({exc}).") from exc
-        index = cls(chunks, collection, embedder)
+        index = cls(chunks, stores, embedder, sentences)
         index._self_check()
         return index
 
@@ -196,16 +241,33 @@ class Index:
         result = _guard(lambda: self._collection.query(query_embeddings=[vector.tolist()], n_results=n, include=[]))
         return [i for i in result["ids"][0] if i in self.chunks]
 
+    def dense_sentences(self, vector: np.ndarray, n: int) -> list[str]:
+        """Ids of up to n chunks ranked by their sentence nearest to the query vector."""
+        want = min(self._sentence_count, 4 * n)
+        if not want:
+            return []
+        result = _guard(
+            lambda: self._sentences.query(query_embeddings=[vector.tolist()], n_results=want, include=["metadatas"])
+        )
+        ranked: list[str] = []
+        for meta in result["metadatas"][0]:
+            chunk_id = (meta or {}).get("chunk_id")
+            if chunk_id in self.chunks and chunk_id not in ranked:
+                ranked.append(chunk_id)
+        return ranked[:n]
+
     def lexical(self, query: str, n: int) -> list[str]:
         """Ids of the n chunks with the best BM25 score (score > 0 only), best first."""
         return [self._order[i] for i in self._bm25.top(query, n)]
 
     def _self_check(self) -> None:
-        count = _guard(self._collection.count)
-        if count != len(self.chunks):
-            raise IndexNotReady(
-                f"El almacén de vectores tiene {count} fragmentos y el manifiesto {len(self.chunks)}."
-            )
+        for store, expected, what in (
+            (self._collection, len(self.chunks), "fragmentos"),
+            (self._sentences, self._sentence_count, "frases"),
+        ):
+            count = _guard(store.count)
+            if count != expected:
+                raise IndexNotReady(f"El almacén de vectores tiene {count} {what} y el manifiesto {expected}.")
         # One chunk's own vector must find that chunk first, and today's embedder must agree with
         # the stored vector: this catches a lost HNSW folder and a swapped model.
         probe = self.chunks[self._order[len(self._order) // 2]]
@@ -218,6 +280,8 @@ class Index:
             raise IndexNotReady("Los vectores guardados no coinciden con el modelo de embeddings actual.")
         if self.dense(stored, 1) != [probe.id]:
             raise IndexNotReady("La búsqueda de prueba no encontró su propio fragmento.")
+        if self._sentence_count:
+            self.dense_sentences(stored, 1)  # the sentence layer answers a query
 
 
 class SpanishBM25:
@@ -265,26 +329,28 @@ def _guard(call: Any) -> Any:
         raise IndexNotReady(f"El almacén de vectores no responde ({type(exc).__name__}: {exc}).") from exc
 
 
-def _open_collection(index_dir: Path, embedder: Embedder, *, create: bool) -> Any:
+def _open_collections(index_dir: Path, embedder: Embedder, *, create: bool) -> tuple[Any, Any]:
+    """The chunk collection and the sentence collection, both bound to the embedder."""
     import chromadb
     from chromadb.config import Settings as ChromaSettings
 
     chroma_dir = index_dir / "chroma"
     if not create and not (chroma_dir / "chroma.sqlite3").is_file():
         raise _Damaged("no existe chroma.sqlite3")
+    metadata = {"embedder": embedder.name, "embedder_version": embedder.version, "format": FORMAT}
     try:
         chroma_dir.mkdir(parents=True, exist_ok=True)
         client = chromadb.PersistentClient(
             path=str(chroma_dir), settings=ChromaSettings(anonymized_telemetry=False, allow_reset=True)
         )
         if create:
-            return client.get_or_create_collection(
-                COLLECTION,
-                embedding_function=None,
-                configuration={"hnsw": {"space": "cosine"}},
-                metadata={"embedder": embedder.name, "embedder_version": embedder.version, "format": FORMAT},
+            return tuple(  # type: ignore[return-value]
+                client.get_or_create_collection(
+                    name, embedding_function=None, configuration={"hnsw": {"space": "cosine"}}, metadata=metadata
+                )
+                for name in COLLECTIONS
             )
-        return client.get_collection(COLLECTION, embedding_function=None)
+        return tuple(client.get_collection(name, embedding_function=None) for name in COLLECTIONS)  # type: ignore[return-value]
     except (KeyboardInterrupt, SystemExit, GeneratorExit):
         raise
     except BaseException as exc:  # includes pyo3 panics from a folder written by another version
@@ -318,7 +384,7 @@ def _read_manifest(index_dir: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else {"format": "ilegible"}
 
 
-def _write_manifest(index_dir: Path, embedder: Embedder, chunks: list[Chunk]) -> None:
+def _write_manifest(index_dir: Path, embedder: Embedder, chunks: list[Chunk], *, sentences: int) -> None:
     """Written last and atomically: a manifest always describes a finished ingestion."""
     import chromadb
 
@@ -326,6 +392,7 @@ def _write_manifest(index_dir: Path, embedder: Embedder, chunks: list[Chunk]) ->
         "format": FORMAT,
         "chromadb": chromadb.__version__,
         "embedder": {"name": embedder.name, "version": embedder.version, "dim": embedder.dim},
+        "sentences": sentences,
         "chunks": [asdict(c) for c in chunks],
     }
     index_dir.mkdir(parents=True, exist_ok=True)

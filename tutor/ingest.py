@@ -115,21 +115,27 @@ def split_sections(text: str, *, markdown: bool, fallback_title: str) -> list[Se
     return [s for s in sections if s.text]
 
 
-def chunk_text(text: str, *, words: int, overlap: int) -> list[str]:
-    """Windows of about `words` words cut at line and sentence ends, sharing up to `overlap` words."""
+def sentences(text: str, *, max_words: int = 120) -> list[str]:
+    """Lines split into sentences; a list number stays with its text, an overlong sentence is cut."""
     units: list[str] = []
     for line in text.splitlines():
         line = line.strip()
         if not line:
             continue
-        sentences = _SENTENCE_END.split(line)
-        for i in range(len(sentences) - 1, 0, -1):  # "1. Entrenamiento…": a list number is no sentence
-            if re.fullmatch(r"[-*]?\s*\d{1,2}[.)]", sentences[i - 1]):
-                sentences[i - 1 : i + 1] = [f"{sentences[i - 1]} {sentences[i]}"]
-        for sentence in sentences:
+        parts = _SENTENCE_END.split(line)
+        for i in range(len(parts) - 1, 0, -1):  # "1. Entrenamiento…": a list number is no sentence
+            if re.fullmatch(r"[-*]?\s*\d{1,2}[.)]", parts[i - 1]):
+                parts[i - 1 : i + 1] = [f"{parts[i - 1]} {parts[i]}"]
+        for sentence in parts:
             tokens = sentence.split()
-            for start in range(0, len(tokens), words):  # a sentence longer than a window is cut
-                units.append(" ".join(tokens[start : start + words]))
+            for start in range(0, len(tokens), max_words):
+                units.append(" ".join(tokens[start : start + max_words]))
+    return units
+
+
+def chunk_text(text: str, *, words: int, overlap: int) -> list[str]:
+    """Windows of about `words` words cut at line and sentence ends, sharing up to `overlap` words."""
+    units = sentences(text, max_words=words)
     windows: list[list[str]] = []
     current: list[str] = []
     fresh = 0  # words in `current` that the previous window does not have

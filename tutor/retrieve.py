@@ -1,4 +1,4 @@
-"""Hybrid retrieval: Spanish BM25 and dense vectors, fused by reciprocal rank.
+"""Hybrid retrieval: Spanish BM25, dense chunk vectors and dense sentence vectors, fused by reciprocal rank.
 
 `Retriever.search(query, k)` returns up to k passages, at most `per_section` from one section, so
 the top k covers distinct sections. Local Chroma has no hybrid search, hence the fusion here.
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Sequence
 
 from tutor.config import Settings
 from tutor.errors import BadQuery
@@ -27,7 +28,7 @@ def clean_query(text: str, max_chars: int) -> str:
 
 
 class Retriever:
-    """BM25-es + dense, fused with RRF (k=60), diversified by section."""
+    """BM25-es + dense (chunks) + dense (best sentence of each chunk), fused with RRF, one list per signal."""
 
     def __init__(self, index: Index, settings: Settings) -> None:
         self.index = index
@@ -38,10 +39,11 @@ class Retriever:
         k = k or self.settings.top_k
         query = clean_query(query, self.settings.max_query_chars)
         n = self.settings.candidates
+        vector = self.index.embedder.embed_queries([query])[0]
         lexical = self.index.lexical(query, n)
-        dense = self.index.dense(self.index.embedder.embed_queries([query])[0], n)
+        dense = self.index.dense(vector, n)
         fused: dict[str, float] = {}
-        for ranking in (lexical, dense):
+        for ranking in (lexical, dense, self.index.dense_sentences(vector, n)):
             for rank, chunk_id in enumerate(ranking, start=1):
                 fused[chunk_id] = fused.get(chunk_id, 0.0) + 1.0 / (self.settings.rrf_k + rank)
         lex_rank = {c: r for r, c in enumerate(lexical, start=1)}
@@ -60,10 +62,15 @@ class Retriever:
         return passages
 
 
-def search_query(question: str, history: list[dict[str, str]] | tuple[dict[str, str], ...] = ()) -> str:
-    """A follow-up such as "¿y en qué se diferencia de BERT?" is searched with the student's previous
-    question in front of it; a long question stands on its own. (A model-based rewrite may replace this.)"""
-    previous = [t["content"] for t in history if t.get("role") == "user" and t.get("content", "").strip()]
-    if previous and len(question.split()) <= 12:
-        return f"{previous[-1]} {question}"
-    return question
+def search_query(question: str, history: Sequence[dict[str, str]] = ()) -> str:
+    """A follow-up such as "¿y en qué se diferencia de BERT?" is searched together with the previous
+    exchange (the student's question and the start of the reply); a long question stands on its own.
+    (A model-based rewrite may replace this.)"""
+    if len(question.split()) > 12:
+        return question
+    context = []
+    for role in ("user", "assistant"):
+        turns = [t.get("content", "") for t in history if t.get("role") == role and t.get("content", "").strip()]
+        if turns:
+            context.append(" ".join(turns[-1].split()[:40]))
+    return " ".join([*context, question])

@@ -12,7 +12,7 @@ from typing import Any
 
 from tutor.config import Settings
 from tutor.errors import TutorError
-from tutor.retrieve import Retriever, search_query
+from tutor.retrieve import Retriever, clean_query, search_query
 from tutor.types import Passage
 
 WELCOME = (
@@ -42,9 +42,10 @@ def build_ui(retriever: Retriever, settings: Settings) -> Any:
         turns = [
             {"role": t["role"], "content": t["content"]}
             for t in history
-            if isinstance(t, dict) and isinstance(t.get("content"), str)
+            if isinstance(t, dict) and isinstance(t.get("content"), str) and t["content"] != WELCOME
         ]
         try:
+            clean_query(message, settings.max_query_chars)  # an empty message is refused, not searched
             return extractive_reply(retriever.search(search_query(message, turns)))
         except TutorError as exc:
             return str(exc)

@@ -1,0 +1,101 @@
+"""The evaluation dataset schema and the retrieval metrics."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tutor.evaluate import Item, load_dataset, retrieval_scores, section_hits
+
+DEV = Path(__file__).resolve().parent.parent / "eval" / "dev.jsonl"
+
+
+def item(i: str, sections: list[str], **kw) -> Item:
+    base = dict(question="q", language="es", gate="on_topic", keywords=(), kind="factual")
+    base.update(kw)
+    return Item(id=i, sections=tuple(sections), **base)
+
+
+@pytest.mark.parametrize(
+    ("retrieved", "expected", "hit"),
+    [("3.3", "3.3", True), ("3.3.1", "3.3", True), ("3.3", "3.3.1", False), ("3.30", "3.3", False)],
+)
+def test_section_hits(retrieved: str, expected: str, hit: bool) -> None:
+    assert section_hits(retrieved, expected) is hit
+
+
+def test_metrics_by_hand() -> None:
+    items = [
+        item("a", ["3.3"]),  # hit at rank 1 (a subsection)
+        item("b", ["4.3.1"], language="en"),  # hit at rank 3
+        item("c", ["6.1"], kind="comparison"),  # miss
+        item("d", ["1.1", "7.3"], kind="multi_section"),  # one of two sections, at rank 2
+        item("e", [], kind="related_not_in_course"),  # not counted
+        item("f", ["3.3"], gate="off_topic", kind="off_topic"),  # not counted
+    ]
+    rankings = {
+        "a": ["3.3.1", "2.1"],
+        "b": ["1.1", "2.2", "4.3.1"],
+        "c": ["1.1", "1.2", "1.3", "1.4", "1.5", "6.1"],
+        "d": ["2.1", "7.3", "5.5"],
+    }
+    out = retrieval_scores(items, lambda it: rankings[it.id])
+    assert out["n"] == 4
+    assert out["hit@1"] == 0.25 and out["hit@3"] == 0.75 and out["hit@5"] == 0.75
+    assert out["mrr"] == round((1 + 1 / 3 + 1 / 6 + 1 / 2) / 4, 4)  # MRR over the whole ranking given
+    assert out["all_sections_recall@5"] == 0.5
+    assert out["by_language"]["en"]["hit@1"] == 0.0 and out["by_language"]["es"]["n"] == 3
+    assert out["by_kind"]["multi_section"]["mrr"] == 0.5
+    assert out["misses@5"] == ["c"]
+
+
+def test_malformed_lines_are_reported_with_their_number(tmp_path: Path) -> None:
+    good = {"id": "x", "question": "¿qué es BERT?", "language": "es", "gate": "on_topic",
+            "sections": ["3.3.1"], "keywords": ["BERT"], "kind": "factual", "extra": "ignored"}  # fmt: skip
+    lines = [
+        json.dumps(good),
+        "{no es json",
+        json.dumps({**good, "id": "y", "gate": "maybe"}),
+        "",
+        json.dumps({**good, "id": "z", "sections": "3.3"}),
+        json.dumps({**good, "id": "w", "history": [{"role": "bot", "content": "x"}]}),
+        json.dumps(good),
+    ]
+    path = tmp_path / "d.jsonl"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    data = load_dataset(path)
+    assert [i.id for i in data.items] == ["x"]
+    assert [e.split(":")[0] for e in data.errors] == ["línea 2", "línea 3", "línea 5", "línea 6", "línea 7"]
+
+
+def test_the_dev_set_is_well_formed_and_covers_every_section() -> None:
+    data = load_dataset(DEV)
+    assert not data.errors
+    assert len(data.items) >= 120
+    course = (Path(__file__).resolve().parent.parent / "knowledge" / "llms-generativos-discriminativos.md").read_text()
+    import re
+
+    numbered = set(re.findall(r"^#{2,3} (\d+\.\d+(?:\.\d+)?)\. ", course, flags=re.MULTILINE))
+    covered = {s for i in data.items for s in i.sections}
+    assert numbered <= covered, sorted(numbered - covered)
+    languages = {i.language for i in data.items}
+    assert {"es", "en", "pt", "fr"} <= languages
+    kinds = {i.kind for i in data.items}
+    assert {"followup", "related_not_in_course", "off_topic", "prompt_injection"} <= kinds
+    assert all(i.history for i in data.items if i.kind == "followup")
+
+
+def test_dev_set_retrieval_does_not_regress(retriever) -> None:
+    """Measured with the same code as `tutor eval`. Issue 2's targets are hit@1 >= 0.80 and hit@5 >= 0.95;
+    this floor sits just under what the hybrid retriever measured (0.685 / 0.90), so any change that
+    makes retrieval worse fails here while the targets are still being worked on."""
+    from tutor.retrieve import search_query
+
+    data = load_dataset(DEV)
+    out = retrieval_scores(
+        data.items, lambda it: [p.section_id for p in retriever.search(search_query(it.question, it.history), 5)]
+    )
+    assert out["n"] >= 200
+    assert out["hit@5"] >= 0.88 and out["hit@1"] >= 0.66, {k: out[k] for k in ("hit@1", "hit@5", "misses@5")}
