@@ -19,7 +19,7 @@ import shutil
 import tempfile
 import time
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -255,6 +255,27 @@ class Index:
             if chunk_id in self.chunks and chunk_id not in ranked:
                 ranked.append(chunk_id)
         return ranked[:n]
+
+    def sentences_of(self, chunk_ids: Sequence[str]) -> list[tuple[str, str, np.ndarray]]:
+        """(chunk id, sentence, stored vector) for every indexed sentence of these chunks, in text order."""
+        if not chunk_ids or not self._sentence_count:
+            return []
+        got = _guard(
+            lambda: self._sentences.get(
+                where={"chunk_id": {"$in": list(chunk_ids)}}, include=["documents", "metadatas", "embeddings"]
+            )
+        )
+        rows = [
+            (meta["chunk_id"], doc, np.asarray(vec, dtype=np.float32), int(i.rsplit("~", 1)[1]))
+            for i, doc, meta, vec in zip(got["ids"], got["documents"], got["metadatas"], got["embeddings"])
+        ]
+        order = {c: n for n, c in enumerate(chunk_ids)}
+        rows.sort(key=lambda r: (order[r[0]], r[3]))
+        return [(chunk, text, vec) for chunk, text, vec, _ in rows]
+
+    def tokens(self, text: str) -> list[str]:
+        """The stemmed, accent-folded content words BM25 sees (shared with the verifier and extractor)."""
+        return self._bm25.tokens(text)
 
     def lexical(self, query: str, n: int) -> list[str]:
         """Ids of the n chunks with the best BM25 score (score > 0 only), best first."""
