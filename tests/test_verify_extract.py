@@ -1,0 +1,103 @@
+"""Verification of generated text against the passages, and the extractive answer, on the real index."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tutor.extract import Extractor
+from tutor.prompts import PromptLibrary
+from tutor.verify import Verifier
+
+PROMPTS = PromptLibrary(Path(__file__).resolve().parent.parent / "prompts")
+QUESTION = "¿Qué cambió RoBERTa respecto a BERT?"
+
+
+@pytest.fixture(scope="module")
+def passages(retriever):
+    found = retriever.search(QUESTION, 3)
+    assert found[0].section_id == "3.3.3"
+    return found
+
+
+@pytest.fixture(scope="module")
+def verifier(course_index):
+    return Verifier(course_index)
+
+
+def check(verifier, passages, text, **kw):
+    return verifier.check(text, question=QUESTION, passages=passages, language="es", **kw)
+
+
+def test_a_faithful_paraphrase_is_verified(verifier, passages) -> None:
+    text = (
+        "RoBERTa es una variante de BERT que fue desarrollada por Facebook AI en 2019. "
+        "RoBERTa usa una estrategia de enmascaramiento dinámico, donde las palabras enmascaradas cambian en cada época."
+    )
+    verdict = check(verifier, passages, text)
+    assert verdict.verified and not verdict.removed and len(verdict.kept) == 2
+
+
+@pytest.mark.parametrize(
+    ("invented", "why"),
+    [
+        ("RoBERTa tiene 10 parámetros y se entrenó en 3 días.", "número"),
+        ("RoBERTa fue desarrollada por Microsoft en 2019.", "nombre"),
+        ("RoBERTa se parece a GPT-5 en todo.", "nombre"),
+    ],
+)
+def test_invented_numbers_and_names_are_removed(verifier, passages, invented: str, why: str) -> None:
+    faithful = "RoBERTa es una variante de BERT que fue desarrollada por Facebook AI en 2019."
+    verdict = check(verifier, passages, f"{faithful} {invented}")
+    assert verdict.kept == (faithful,)
+    assert verdict.removed[0][0] == invented and why in verdict.removed[0][1]
+
+
+def test_text_off_the_passages_is_not_verified(verifier, passages) -> None:
+    verdict = check(verifier, passages, "El fútbol es un deporte muy popular que se juega con once jugadores por equipo.")
+    assert not verdict.verified and verdict.rejected == "too_little"
+
+
+@pytest.mark.parametrize(
+    ("text", "rejected"),
+    [
+        ("", "empty"),
+        ("   ", "empty"),
+        ("BERT BERT", "empty"),
+        ("el modelo el modelo el modelo el modelo el modelo el modelo el modelo", "loop"),
+    ],
+)
+def test_empty_and_looping_output_is_rejected(verifier, passages, text: str, rejected: str) -> None:
+    verdict = check(verifier, passages, text)
+    assert not verdict.verified and verdict.rejected == rejected
+
+
+def test_an_echo_of_the_prompt_is_rejected(verifier, passages) -> None:
+    prompt = PROMPTS.render("chat/system", language_name="español")
+    verdict = check(verifier, passages, prompt.split("\n", 2)[2], prompt=prompt)
+    assert verdict.rejected == "echo"
+
+
+def test_wrong_language_is_rejected(verifier, passages, course_index) -> None:
+    english = Verifier(course_index, detect_language=lambda text: "en")  # a detector's verdict, injected
+    verdict = english.check(
+        "RoBERTa es una variante de BERT que fue desarrollada por Facebook AI en 2019.",
+        question=QUESTION, passages=passages, language="es",
+    )  # fmt: skip
+    assert verdict.rejected == "language"
+
+
+def test_extractive_answer_quotes_the_course_with_citations(course_index, passages) -> None:
+    extract = Extractor(course_index, PROMPTS).answer(QUESTION, passages, "es")
+    assert extract.text.startswith(PROMPTS.reply("extractive_intro", "es"))
+    assert 1 <= len(extract.sentences) <= 3
+    assert extract.sentences[0][0] == "3.3.3"
+    course = "\n".join(c.text for c in course_index.chunks.values())
+    for section, sentence in extract.sentences:
+        assert sentence in course and f"«{sentence}» (§{section})" in extract.text
+
+
+def test_extractive_answer_in_english_says_the_quotes_are_spanish(course_index, passages) -> None:
+    extract = Extractor(course_index, PROMPTS).answer("What did RoBERTa change?", passages, "en")
+    assert "Spanish" in extract.text.splitlines()[0]

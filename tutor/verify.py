@@ -1,0 +1,132 @@
+"""Verification: is each generated sentence supported by the retrieved course passages?
+
+A sentence is kept when it is close to a passage sentence (e5 similarity), most of its content words
+occur in the passages or the question, and every number, name and acronym in it does too (the
+packaged model invents numbers: "GPT-3 tiene 10 parámetros"). The whole text is rejected when it is
+empty, in the wrong language, an echo of the prompt, or a loop. It does not write the fallback
+answer (extract.py does) and never edits a sentence: it keeps or drops it.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from tutor.index import Index
+from tutor.ingest import sentences as split_sentences
+from tutor.types import Passage
+
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+# Acronyms and model names (BERT, GPT-3, T5, RoBERTa) and capitalised words inside a sentence.
+_NAME = re.compile(r"\b[A-ZÁÉÍÓÚÑ][\w-]*[A-Z0-9][\w-]*\b|(?<=[a-záéíóúñ,;:] )[A-ZÁÉÍÓÚÑ][a-záéíóúñ]+\b")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    verified: bool
+    text: str  # the kept sentences, in order
+    kept: tuple[str, ...]
+    removed: tuple[tuple[str, str], ...]  # (sentence, why)
+    rejected: str | None = None  # why the whole text was refused: empty | language | echo | loop | too_little
+
+
+class Verifier:
+    """Checks generated text against the passages it should rest on."""
+
+    def __init__(
+        self,
+        index: Index,
+        detect_language: Callable[[str], str] | None = None,
+        *,
+        min_similarity: float = 0.86,
+        min_overlap: float = 0.6,
+        min_kept_share: float = 0.5,
+    ) -> None:
+        self.index = index
+        self.detect_language = detect_language
+        self.min_similarity = min_similarity
+        self.min_overlap = min_overlap
+        self.min_kept_share = min_kept_share
+
+    def check(
+        self, text: str, *, question: str, passages: Sequence[Passage], language: str, prompt: str = ""
+    ) -> Verdict:
+        """Keep the supported sentences; `verified` is False when too little of the text survives."""
+        text = text.strip()
+        sentences = [s for s in split_sentences(text) if re.search(r"\w", s)]
+        if len(text.split()) < 3 or not sentences:
+            return Verdict(False, "", (), (), "empty")
+        if _is_loop(text):
+            return Verdict(False, "", (), (), "loop")
+        if prompt and _is_echo(text, prompt, passages, question):
+            return Verdict(False, "", (), (), "echo")
+        if self.detect_language and len(text.split()) >= 5 and self.detect_language(text) != language:
+            return Verdict(False, "", (), (), "language")
+
+        source = "\n".join([question, *(p.chunk.text for p in passages)])
+        source_folded = _fold(source)
+        source_tokens = set(self.index.tokens(source))
+        passage_vectors = [v for _, _, v in self.index.sentences_of([p.chunk.id for p in passages])]
+        matrix = np.stack(passage_vectors) if passage_vectors else np.zeros((0, self.index.embedder.dim))
+        vectors = self.index.embedder.embed_passages(sentences)
+
+        kept: list[str] = []
+        removed: list[tuple[str, str]] = []
+        for sentence, vector in zip(sentences, vectors):
+            reason = self._unsupported(sentence, vector, matrix, source_folded, source_tokens)
+            if reason:
+                removed.append((sentence, reason))
+            else:
+                kept.append(sentence)
+        kept_words = sum(len(s.split()) for s in kept)
+        total_words = sum(len(s.split()) for s in sentences)
+        verified = bool(kept) and kept_words >= self.min_kept_share * total_words
+        return Verdict(verified, " ".join(kept), tuple(kept), tuple(removed), None if verified else "too_little")
+
+    def _unsupported(
+        self, sentence: str, vector: np.ndarray, matrix: np.ndarray, source: str, tokens: set[str]
+    ) -> str | None:
+        for number in _NUMBER.findall(sentence):
+            if not re.search(rf"(?<![\d.,]){re.escape(number)}(?![\d]|[.,]\d)", source):  # "10" is not in "2010"
+                return f"número ausente del curso: {number}"
+        for name in _NAME.findall(sentence):
+            if _fold(name) not in source:
+                return f"nombre ausente del curso: {name}"
+        words = self.index.tokens(sentence)
+        if words and sum(w in tokens for w in words) / len(words) < self.min_overlap:
+            return "palabras ajenas al pasaje"
+        if not len(matrix) or float((matrix @ vector).max()) < self.min_similarity:
+            return "no se parece a ninguna frase del pasaje"
+        return None
+
+
+def _fold(text: str) -> str:
+    return "".join(c for c in unicodedata.normalize("NFKD", text.lower()) if not unicodedata.combining(c))
+
+
+def _ngrams(words: list[str], n: int) -> list[tuple[str, ...]]:
+    return [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+
+
+def _is_loop(text: str) -> bool:
+    """The same 4 words three times or more, or a long text made of few distinct 4-grams."""
+    grams = _ngrams(_fold(text).split(), 4)
+    if not grams:
+        return False
+    counts = Counter(grams)
+    return counts.most_common(1)[0][1] >= 3 or (len(grams) >= 20 and len(counts) / len(grams) < 0.6)
+
+
+def _is_echo(text: str, prompt: str, passages: Sequence[Passage], question: str) -> bool:
+    """A reply that repeats the prompt's own instructions (not the course text it was given)."""
+    instructions = _fold(prompt)
+    for part in [question, *(p.chunk.text for p in passages)]:
+        instructions = instructions.replace(_fold(part), " ")
+    own = set(_ngrams(instructions.split(), 5))
+    grams = _ngrams(_fold(text).split(), 5)
+    return bool(grams) and sum(g in own for g in grams) / len(grams) > 0.3
