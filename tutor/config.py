@@ -1,12 +1,14 @@
 """Settings: the only place where environment variables (TUTOR_*) and defaults are read.
 
-Defaults are offline and local: the packaged embedder, data under the user's data folder (never the
-package folder), the course in the project's knowledge/ folder. It does not load anything.
+Defaults are offline and local: the packaged embedder and generator, data under the user's data
+folder (never the package folder), the course in the project's knowledge/ folder. It does not load
+anything.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import platformdirs
 from pydantic import Field
@@ -57,6 +59,70 @@ class Settings(BaseSettings):
     )
     host: str = Field(default="127.0.0.1", description="Address the web app listens on.")
     port: int = Field(default=7860, ge=1, le=65535, description="Port of the web app.")
+
+    # Generation (issue 3). `gguf`, not `model_path`: pydantic reserves the model_ prefix.
+    gguf: Path | None = Field(
+        default=None,
+        description="GGUF model file to generate with; None = the packaged Gemma 3 270M, assembled once "
+        "into <data_dir>/models.",
+    )
+    prompt_style: Literal["auto", "chat", "completion"] = Field(
+        default="auto",
+        description="'auto': 'chat' when the GGUF carries a chat template, else 'completion' (base "
+        "models); for the server backend 'auto' means 'chat'.",
+    )
+    n_ctx: int = Field(default=4096, ge=256, le=262144, description="Context window in tokens.")
+    n_threads: int | None = Field(
+        default=None, ge=1, le=256, description="Generation threads; None = llama-cpp-python's default."
+    )
+    n_threads_batch: int | None = Field(
+        default=None,
+        ge=1,
+        le=256,
+        description="Prompt-processing threads; None = llama-cpp-python's default (all cores).",
+    )
+    seed: int = Field(default=42, ge=1, description="Sampling seed (llama-cpp-python treats 0 as random).")
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0, description="0 = greedy, reproducible.")
+    top_p: float = Field(default=0.95, gt=0.0, le=1.0, description="Nucleus sampling when temperature > 0.")
+    repeat_penalty: float = Field(default=1.1, ge=0.5, le=2.0, description="Penalty on repeated tokens.")
+    max_tokens: int = Field(default=160, ge=1, le=8192, description="Reply budget in tokens.")
+    stop: tuple[str, ...] = Field(
+        default=(), description="Extra stop sequences for every reply (JSON list in TUTOR_STOP)."
+    )
+    llm_server_url: str | None = Field(
+        default=None,
+        description="Base URL of an OpenAI-compatible server (http://host:port/v1): llama_cpp.server, "
+        "vLLM, Ollama. When set, the tutor generates there and loads no GGUF.",
+    )
+    llm_server_model: str | None = Field(
+        default=None, description="Model name sent to the server; None = the first one it lists."
+    )
+    llm_server_timeout: float = Field(
+        default=60.0, gt=0, le=3600, description="Seconds to wait for a connection or the next token."
+    )
+    llm_server_retries: int = Field(
+        default=2, ge=0, le=10, description="Retries when the server refuses or times out before answering."
+    )
+
+    # The gate (issue 4).
+    gate_model_dir: Path | None = Field(
+        default=None,
+        description="Folder of the gate's classifier (gate_model.npz + .json); None = the one shipped in "
+        "tutor/gate_data/. `tutor gate train` writes there.",
+    )
+    gate_window_chars: int = Field(
+        default=2000, ge=200, le=20000, description="A longer message is classified on its first N characters."
+    )
+    gate_extra_model: Path | None = Field(
+        default=None, description="Optional local Hugging Face text-classification folder, a second opinion."
+    )
+    gate_extra_labels: dict[str, str] = Field(
+        default_factory=dict,
+        description='Its labels mapped to unsafe reasons, JSON: {"INJECTION": "prompt_injection"}.',
+    )
+    gate_extra_threshold: float = Field(
+        default=0.8, gt=0.0, le=1.0, description="A mapped label at or above this probability makes a message unsafe."
+    )
 
     @property
     def index_dir(self) -> Path:

@@ -28,3 +28,31 @@ class BadQuery(TutorError):
 
 class DatasetError(TutorError):
     """An evaluation dataset that cannot be read at all."""
+
+
+class ModelError(TutorError):
+    """No generator is available; the tutor still answers from the course passages alone."""
+
+
+class ModelFileMissing(ModelError):
+    """The configured GGUF path does not exist (or the packaged model cannot be assembled)."""
+
+
+class ModelFileInvalid(ModelError):
+    """The file is not a GGUF, or it is truncated or damaged."""
+
+
+class ModelTooLarge(ModelError):
+    """The model and its context need more memory than is free."""
+
+
+class UnsupportedModel(ModelError):
+    """llama.cpp refused to load the file (an architecture this version does not know, or damage)."""
+
+
+class ModelServerError(ModelError):
+    """The OpenAI-compatible server refused, timed out or answered with an error."""
+
+
+class PromptTooLong(TutorError):
+    """The prompt and the reply budget do not fit in the model's context, even after shortening."""

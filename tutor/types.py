@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 
 @dataclass(frozen=True)
@@ -39,3 +40,46 @@ class Passage:
     def citation(self) -> str:
         """'§3.3.3 RoBERTa y sus Mejoras Respecto a BERT'."""
         return f"§{self.chunk.section_id} {self.chunk.section_title}"
+
+
+@dataclass(frozen=True)
+class Message:
+    """One turn for a model with a chat template; the GGUF's own template turns it into tokens."""
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+@dataclass(frozen=True)
+class ChatPrompt:
+    """What a chat-template model sees: the messages, system text first, question last."""
+
+    messages: tuple[Message, ...]
+    stop: tuple[str, ...] = ()  # besides the template's own end-of-turn token
+
+
+@dataclass(frozen=True)
+class TextPrompt:
+    """What a base model (no chat template) sees: one completion-style text, and where the answer ends."""
+
+    text: str
+    stop: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """What the gate decided about one student message, and why."""
+
+    label: Literal["on_topic", "off_topic", "unsafe"]
+    score: float  # confidence in the label, 0..1 (1.0 when a rule decided)
+    reason: str  # course | related | chitchat | other_subject | harm | self_harm | harassment | personal_data |
+    #             cheating | prompt_injection
+    source: str = "classifier"  # rules | classifier | history | extra_model | empty
+    rule: str = ""  # the rule that fired, when source == "rules"
+    similarity: float = 0.0  # best cosine similarity of the message to a course chunk
+    nearest: tuple[str, ...] = ()  # ids of the two course sections closest to the message
+    truncated: bool = False  # only the opening window of a very long message was classified
+
+    @property
+    def allowed(self) -> bool:
+        return self.label == "on_topic"

