@@ -164,3 +164,20 @@ def smollm(smollm_path: Path):
     from tutor.chat import LlamaCppModel
 
     return LlamaCppModel(smollm_path, n_ctx=2048, n_threads=1, n_threads_batch=1, seed=1234)
+
+
+# The gate (issue 4): the shipped classifier over the real course index, and the language detector.
+
+
+@pytest.fixture(scope="session")
+def gate(course_index, course_settings: Settings):
+    from tutor.gate import Gate
+
+    return Gate.load(course_index, course_settings)
+
+
+@pytest.fixture(scope="session")
+def detector():
+    from tutor.language import LanguageDetector
+
+    return LanguageDetector()

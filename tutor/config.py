@@ -111,7 +111,7 @@ class Settings(BaseSettings):
         "tutor/gate_data/. `tutor gate train` writes there.",
     )
     gate_window_chars: int = Field(
-        default=2000, ge=200, le=20000, description="A longer message is classified on its first N characters."
+        default=2000, ge=200, le=20000, description="Only a message's first N characters are classified."
     )
     gate_extra_model: Path | None = Field(
         default=None, description="Optional local Hugging Face text-classification folder, a second opinion."
@@ -121,7 +121,10 @@ class Settings(BaseSettings):
         description='Its labels mapped to unsafe reasons, JSON: {"INJECTION": "prompt_injection"}.',
     )
     gate_extra_threshold: float = Field(
-        default=0.8, gt=0.0, le=1.0, description="A mapped label at or above this probability makes a message unsafe."
+        default=0.8,
+        gt=0.0,
+        le=1.0,
+        description="A mapped label with at least this probability makes a message unsafe.",
     )
 
     @property

