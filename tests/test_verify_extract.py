@@ -96,6 +96,7 @@ def test_extractive_answer_quotes_the_course_with_citations(course_index, passag
     course = "\n".join(c.text for c in course_index.chunks.values())
     for section, sentence in extract.sentences:
         assert sentence in course and f"«{sentence}» (§{section})" in extract.text
+        assert not sentence.startswith("-")
 
 
 def test_extractive_answer_in_english_says_the_quotes_are_spanish(course_index, passages) -> None:

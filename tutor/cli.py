@@ -1,4 +1,4 @@
-"""Command line: tutor ingest | retrieve | eval | chat | serve.
+"""Command line: tutor ingest | retrieve | eval | gate [train] | ask | chat | serve | model info|check.
 
 Each command reads Settings, builds what it needs, and turns a TutorError into one clear line on
 stderr (exit code 2). Unexpected errors are logged with their traceback in the data folder and
@@ -50,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-dir", type=Path, help="carpeta de datos derivados (TUTOR_DATA_DIR)")
     parser.add_argument("--knowledge-dir", type=Path, help="carpeta del material del curso (TUTOR_KNOWLEDGE_DIR)")
     parser.add_argument("--embedder", help="'e5' o la carpeta de un modelo sentence-transformers (TUTOR_EMBEDDER)")
+    parser.add_argument("--gguf", type=Path, help="archivo GGUF del modelo generador (TUTOR_GGUF)")
     sub = parser.add_subparsers(dest="command", metavar="COMANDO")
 
     p = sub.add_parser("ingest", help="indexa el material del curso (incremental)")
@@ -69,13 +70,44 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="un objeto JSON en stdout")
     p.set_defaults(run=cmd_eval)
 
-    p = sub.add_parser("chat", help="conversa en la terminal (respuestas con los pasajes del curso)")
+    p = sub.add_parser("gate", help="¿del curso, ajeno o inseguro? 'tutor gate train' reentrena el filtro")
+    p.add_argument("message", nargs="+", help="el mensaje del estudiante, o la palabra 'train' sola")
+    p.add_argument("--history", type=Path, help="archivo JSON con los turnos anteriores [{role, content}]")
+    p.add_argument("--json", action="store_true", help="un objeto JSON en stdout")
+    p.add_argument("--examples", type=Path, help="train: ejemplos JSONL (por defecto, los del paquete)")
+    p.add_argument("--out", type=Path, help="train: carpeta del modelo (TUTOR_GATE_MODEL_DIR o el paquete)")
+    p.set_defaults(run=cmd_gate)
+
+    p = sub.add_parser("ask", help="hace una pregunta al tutor y muestra la respuesta verificada")
+    p.add_argument("question")
+    p.add_argument("--mode", choices=["explain", "socratic"], default="explain")
+    p.add_argument("--history", type=Path, help="archivo JSON con los turnos anteriores [{role, content}]")
+    p.add_argument("--json", action="store_true", help="un objeto JSON en stdout")
+    p.add_argument("--show-prompt", action="store_true", help="muestra el prompt exacto que ve el modelo")
+    p.add_argument("--model", choices=["auto", "echo", "none"], default="auto",
+                   help="auto: el modelo configurado; none: solo respuestas citadas del curso")  # fmt: skip
+    p.set_defaults(run=cmd_ask)
+
+    p = sub.add_parser("chat", help="conversa con el tutor en la terminal")
+    p.add_argument("--mode", choices=["explain", "socratic"], default="explain")
+    p.add_argument("--model", choices=["auto", "echo", "none"], default="auto")
     p.set_defaults(run=cmd_chat)
 
     p = sub.add_parser("serve", help="abre el tutor en el navegador")
     p.add_argument("--host", default=None)
     p.add_argument("--port", type=int, default=None)
+    p.add_argument("--model", choices=["auto", "echo", "none"], default="auto",
+                   help="echo: sin modelo, para trabajar en la interfaz; none: solo respuestas citadas")  # fmt: skip
     p.set_defaults(run=cmd_serve)
+
+    p = sub.add_parser("model", help="el modelo generador: info | check")
+    actions = p.add_subparsers(dest="model_command", metavar="ACCIÓN", required=True)
+    m = actions.add_parser("info", help="archivo, tamaño, arquitectura, contexto, estilo de prompt, hilos")
+    m.add_argument("--json", action="store_true", help="salida JSON")
+    m.set_defaults(run=cmd_model_info)
+    m = actions.add_parser("check", help="carga el modelo, genera unas palabras y mide tokens/s")
+    m.add_argument("--max-tokens", type=int, default=32)
+    m.set_defaults(run=cmd_model_check)
     return parser
 
 
@@ -90,6 +122,7 @@ def _settings(args: argparse.Namespace):  # -> Settings
             "data_dir": args.data_dir,
             "knowledge_dir": args.knowledge_dir,
             "embedder": args.embedder,
+            "gguf": args.gguf,
             "host": getattr(args, "host", None),
             "port": getattr(args, "port", None),
         }.items()
@@ -162,6 +195,7 @@ def cmd_eval(args: argparse.Namespace, settings) -> int:
 
     result = {"n": len(dataset.items), "malformed": len(dataset.errors), "k": args.k}
     result["retrieval"] = retrieval_scores(dataset.items, ranked)
+    result.update(_gate_eval(dataset.items, retriever.index, settings))
     if args.json:
         print(json.dumps(result, ensure_ascii=False))
     else:
@@ -169,47 +203,228 @@ def cmd_eval(args: argparse.Namespace, settings) -> int:
     return 1 if dataset.errors else 0
 
 
-def cmd_chat(args: argparse.Namespace, settings) -> int:
-    from tutor.retrieve import clean_query, search_query
+def _gate_eval(items, index, settings) -> dict:
+    """The "language" and "gate" keys of `tutor eval` (issue 4), measured with the shipped gate."""
+    from tutor.evaluate import gate_scores, language_scores
+    from tutor.gate import Gate
+    from tutor.language import LanguageDetector
 
-    retriever = _retriever(settings, repair=True)
-    history: list[dict[str, str]] = []
-    print("Tutor del curso de LLMs. Escriba su pregunta (Ctrl-D para salir).")
+    detector, gate = LanguageDetector(), Gate.load(index, settings)
+
+    def decide(item):
+        decision = gate.check(item.question, detector.detect(item.question, item.history), item.history)
+        return decision.label, decision.reason
+
+    return {
+        "language": language_scores(items, lambda item: detector.detect(item.question, item.history)),
+        "gate": gate_scores(items, decide),
+    }
+
+
+def cmd_gate(args: argparse.Namespace, settings) -> int:
+    from dataclasses import asdict
+
+    from tutor.gate import Gate, model_folder, train_gate
+    from tutor.language import LanguageDetector
+
+    index = _index(settings, repair=True)
+    if args.message == ["train"]:
+        from tutor.gate_model import EXAMPLES, load_examples
+
+        examples = load_examples(args.examples or EXAMPLES)
+        print(f"Entrenando el filtro con {len(examples)} ejemplos (validación cruzada)…", file=sys.stderr)
+        model, report = train_gate(examples, index)
+        folder = args.out or model_folder(settings)
+        model.save(folder)
+        print(f"{report}\nModelo guardado en {folder}")
+        return 0
+    message = " ".join(args.message)
+    history = _read_history(args.history) if args.history else []
+    language = LanguageDetector().detect(message, history)
+    decision = Gate.load(index, settings).check(message, language, history)
+    reply = None
+    if not decision.allowed:
+        from tutor.prompts import PromptLibrary
+
+        prompts = PromptLibrary(Path(__file__).resolve().parent.parent / "prompts")
+        sections = ", ".join(f"§{s}" for s in decision.nearest)
+        try:
+            reply = prompts.reply(decision.reason, language, sections=sections)
+        except TutorError:
+            reply = prompts.reply(decision.label, language, sections=sections)
+    if args.json:
+        print(json.dumps({**asdict(decision), "language": language, "reply": reply}, ensure_ascii=False))
+        return 0
+    where = f" · regla «{decision.rule}»" if decision.rule else ""
+    cut = " · solo se clasificó el principio del mensaje" if decision.truncated else ""
+    similar = f" · similitud con el curso {decision.similarity:.3f}" if decision.nearest else ""
+    print(f"{decision.label} ({decision.reason}) {decision.score:.2f} · idioma {language} · "
+          f"fuente {decision.source}{where}{similar}{cut}")  # fmt: skip
+    if reply:
+        print(f"\n{reply}")
+    return 0
+
+
+def cmd_ask(args: argparse.Namespace, settings) -> int:
+    history = _read_history(args.history) if args.history else []
+    tutor, _ = _tutor(settings, args.model)
+    plan = tutor.plan(args.question, history, args.mode)
+    if args.show_prompt and not args.json:
+        print(_show_prompt(plan), end="\n\n")
+    final = None
+    for reply in tutor.answer(plan):
+        final = reply
+    assert final is not None and final.answer is not None
+    answer = final.answer
+    if args.json:
+        print(json.dumps(_answer_json(answer, show_prompt=args.show_prompt), ensure_ascii=False))
+    else:
+        print(final.text)
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace, settings) -> int:
+    tutor, _ = _tutor(settings, args.model)
+    history: list[dict] = []
+    print(tutor.prompts.reply("welcome", "es"))
+    print("\n(Ctrl-D para salir; /socratico o /explicar cambia el modo)")
+    mode = args.mode
     while True:
         try:
             question = input("\n> ").strip()
         except EOFError:
             print()
             return 0
+        if question in ("/socratico", "/socrático", "/explicar"):
+            mode = "explain" if question == "/explicar" else "socratic"
+            print(f"Modo: {mode}")
+            continue
         if not question:
             continue
-        try:
-            clean_query(question, settings.max_query_chars)
-            passages = retriever.search(search_query(question, history))
-        except TutorError as exc:
-            print(exc)
-            continue
-        from tutor.ui import extractive_reply
+        shown = ""
+        for reply in tutor.answer(tutor.plan(question, history, mode)):
+            if not reply.final and not shown:
+                print("(buscando en el curso…)", flush=True)
+            shown = reply.text
+            if reply.final and reply.answer is not None:
+                print(reply.text)
+                history.append({"role": "user", "content": question})
+                history.append({"role": "assistant", "content": reply.answer.text, "meta": reply.answer.meta})
 
-        print(extractive_reply(passages))
-        history.append({"role": "user", "content": question})
+
+def _tutor(settings, model: str):
+    from tutor.pipeline import build_tutor
+
+    index = _index(settings, repair=True)
+    tutor, notices = build_tutor(settings, model=model, index=index)
+    for notice in notices:
+        print(f"Aviso: {notice}", file=sys.stderr)
+    return tutor, notices
+
+
+def _read_history(path: Path) -> list:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise TutorError(f"No existe el archivo de historial «{path}».") from exc
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise TutorError(f"El historial «{path}» no es JSON válido: {exc}") from exc
+    if not isinstance(data, list):
+        raise TutorError(f"El historial «{path}» debe ser una lista de turnos {{role, content}}.")
+    return data
+
+
+def _show_prompt(plan) -> str:
+    from tutor.types import TextPrompt
+
+    if plan.prompt is None:
+        return f"(sin prompt: la respuesta «{plan.kind}» se decide sin el modelo)"
+    if isinstance(plan.prompt, TextPrompt):
+        return plan.prompt.text
+    return "\n\n".join(f"### {m.role}\n{m.content}" for m in plan.prompt.messages)
+
+
+def _answer_json(answer, *, show_prompt: bool = False) -> dict:
+    plan = answer.plan
+    out = {
+        "question": plan.question,
+        "language": plan.language,
+        "gate": {"label": plan.gate.label, "score": round(float(plan.gate.score), 4), "reason": plan.gate.reason},
+        "kind": plan.kind,
+        "answer": answer.text,
+        "citations": list(answer.citations),
+        "excerpts": [{"section": p.section_id, "title": p.chunk.section_title, "text": p.chunk.text}
+                     for p in plan.passages],  # fmt: skip
+        "verified": answer.verified,
+        "fallback": answer.fallback,
+        "removed": [{"sentence": s, "why": why} for s, why in answer.removed],
+        "mode": plan.mode,
+        "timings": {k: answer.timings.get(k) for k in ("gate_ms", "retrieve_ms", "ttft_ms", "first_visible_ms",
+                                                        "total_ms")},  # fmt: skip
+    }
+    if show_prompt:
+        out["prompt"] = _show_prompt(plan)
+    return out
 
 
 def cmd_serve(args: argparse.Namespace, settings) -> int:
     from tutor.ui import build_ui
 
-    retriever = _retriever(settings, repair=True)
-    app = build_ui(retriever, settings)
+    tutor, notices = _tutor(settings, args.model)
+    app = build_ui(tutor, notices=notices)
     print(f"Tutor en http://{settings.host}:{settings.port}  (Ctrl-C para salir)")
     app.launch(server_name=settings.host, server_port=settings.port, share=False)
     return 0
 
 
+def cmd_model_info(args: argparse.Namespace, settings) -> int:
+    from dataclasses import asdict
+
+    from tutor.models import describe, info_rows
+
+    info = describe(settings)  # reads the file header only: nothing is loaded
+    if args.json:
+        print(json.dumps(asdict(info), ensure_ascii=False))
+        return 0
+    for label, value in info_rows(info):
+        print(f"{label + ':':<18} {value}")
+    return 0
+
+
+def cmd_model_check(args: argparse.Namespace, settings) -> int:
+    import time
+
+    from tutor.models import check_prompt, load_chat_model
+
+    start = time.perf_counter()
+    model = load_chat_model(settings)
+    loaded = time.perf_counter()
+    print(f"Modelo cargado en {loaded - start:.2f} s ({model.info().name}, estilo {model.style}).")
+    first = end = loaded
+    pieces: list[str] = []
+    for delta in model.stream(check_prompt(model.style), max_tokens=args.max_tokens):
+        end = time.perf_counter()
+        first = end if not pieces else first
+        pieces.append(delta)
+        print(delta, end="", flush=True)
+    if not pieces:
+        print("El modelo no generó ningún texto: pruebe con otro modelo (TUTOR_GGUF).", file=sys.stderr)
+        return 1
+    rate = f"{(len(pieces) - 1) / (end - first):.1f} tokens/s" if len(pieces) > 1 and end > first else "n/d"
+    print(f"\n\nPrimer token en {first - loaded:.2f} s; {len(pieces)} tokens, generación a {rate}.")
+    return 0
+
+
 def _retriever(settings, *, repair: bool = False):
+    from tutor.retrieve import Retriever
+
+    return Retriever(_index(settings, repair=repair), settings)
+
+
+def _index(settings, *, repair: bool = False):
     """Open the index; build it the first time. With repair, a damaged index is rebuilt too."""
     from tutor.embed import load_embedder
     from tutor.index import Index, ingest
-    from tutor.retrieve import Retriever
 
     embedder = load_embedder(settings)
     first_time = not (settings.index_dir / "manifest.json").exists()
@@ -217,14 +432,13 @@ def _retriever(settings, *, repair: bool = False):
         if first_time:
             print("Primera ejecución: construyendo el índice del curso…", file=sys.stderr)
             ingest(settings, embedder)
-        index = Index.open(settings, embedder)
+        return Index.open(settings, embedder)
     except IndexNotReady as exc:
         if not repair:
             raise
         print(f"Aviso: {exc}\nReconstruyendo el índice…", file=sys.stderr)
         ingest(settings, embedder, rebuild=True)
-        index = Index.open(settings, embedder)
-    return Retriever(index, settings)
+        return Index.open(settings, embedder)
 
 
 def _print_eval(result: dict) -> None:
@@ -237,6 +451,14 @@ def _print_eval(result: dict) -> None:
             print(f"  {name:<14} n={g['n']:<3} hit@1 {g['hit@1']}  hit@5 {g['hit@5']}  MRR {g['mrr']}")
     if r["misses@5"]:
         print("  fallos en el top 5: " + ", ".join(r["misses@5"]))
+    if "gate" in result:
+        g, lang = result["gate"], result["language"]
+        print(f"Idioma: exactitud {lang['accuracy']} (n={lang['n']}), "
+              f"mensajes de ≤3 palabras {lang['short_accuracy']}")  # fmt: skip
+        print(f"Filtro: exactitud {g['accuracy']} (n={g['n']}), falsos rechazos {g['false_refusal_rate']}, "
+              f"recall inseguro {g['unsafe_recall']}, recall fuera de tema {g['off_topic_recall']}")
+        for gold, row in g["confusion"].items():
+            print(f"  {gold:<10} → " + "  ".join(f"{pred} {n}" for pred, n in row.items()))
 
 
 def _indent(text: str) -> str:

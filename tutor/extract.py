@@ -44,7 +44,8 @@ class Extractor:
         best = scored[0][0]
         chosen = [row for row in scored[: self.max_sentences] if row[0] >= best - 0.03]
         chosen.sort(key=lambda row: row[1])  # course order reads better than score order
-        shown = tuple((self.index.chunks[c].section_id, s) for _, _, c, s in chosen)
+        # A bullet's dash belongs to the list, not to the quote.
+        shown = tuple((self.index.chunks[c].section_id, s.lstrip("-•* ").strip()) for _, _, c, s in chosen)
         lines = [f"- «{sentence}» (§{section})" for section, sentence in shown]
         intro = self.prompts.reply("extractive_intro", language)
         return Extract("\n".join([intro, *lines]), shown)

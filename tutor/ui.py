@@ -1,61 +1,52 @@
-"""The browser page (Gradio Blocks). For now: ask a question, read the course passages that answer it.
+"""The browser page (Gradio Blocks): a streaming chat with the tutor, answers with their sources.
 
 `build_ui()` returns the Blocks and never launches it. Each browser session keeps its own history in
-Gradio's chat state, never in a module global. It holds no retrieval logic; generation and the full
-student interface come with later stages.
+Gradio's chat state, never in a module global; every call that reaches the model shares one
+concurrency id with a limit of one (one llama.cpp context). It holds no tutoring logic: it
+translates between Gradio's messages and `Tutor.plan()` / `Tutor.answer()`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Iterator
 from typing import Any
 
-from tutor.config import Settings
 from tutor.errors import TutorError
-from tutor.retrieve import Retriever, clean_query, search_query
-from tutor.types import Passage
+from tutor.pipeline import Tutor
 
-WELCOME = (
-    "Hola, soy el tutor del curso **Grandes Modelos de Lenguaje (LLMs): Modelos Generativos y "
-    "Discriminativos**. Pregúntame sobre el curso y te mostraré los pasajes que lo explican, con su sección."
-)
+log = logging.getLogger("tutor")
 
 
-def extractive_reply(passages: Sequence[Passage]) -> str:
-    """The passages themselves, quoted, each under its section number: nothing invented."""
-    if not passages:
-        return "No encontré nada en el curso sobre eso. Pruebe con otras palabras."
-    parts = ["Esto dice el curso:"]
-    for p in passages[:3]:
-        quote = "\n".join(f"> {line}" for line in p.chunk.text.splitlines())
-        parts.append(f"**{p.citation()}**\n{quote}")
-    others = ", ".join(f"§{p.section_id}" for p in passages[3:])
-    if others:
-        parts.append(f"Véase también: {others}.")
-    return "\n\n".join(parts)
-
-
-def build_ui(retriever: Retriever, settings: Settings) -> Any:
+def build_ui(tutor: Tutor, *, notices: list[str] | None = None) -> Any:
     import gradio as gr
 
-    def respond(message: str, history: list[dict[str, Any]]) -> str:
+    welcome = tutor.prompts.reply("welcome", "es")
+
+    def respond(message: str, history: list[dict[str, Any]]) -> Iterator[str]:
         turns = [
-            {"role": t["role"], "content": t["content"]}
+            {"role": t.get("role"), "content": t.get("content")}
             for t in history
-            if isinstance(t, dict) and isinstance(t.get("content"), str) and t["content"] != WELCOME
+            if isinstance(t, dict) and isinstance(t.get("content"), str) and t.get("content") != welcome
         ]
         try:
-            clean_query(message, settings.max_query_chars)  # an empty message is refused, not searched
-            return extractive_reply(retriever.search(search_query(message, turns)))
+            for reply in tutor.answer(tutor.plan(message, turns)):
+                yield reply.text
         except TutorError as exc:
-            return str(exc)
+            yield str(exc)
+        except Exception:
+            log.exception("unexpected error while answering")
+            yield tutor.prompts.reply("error", "es")
 
     with gr.Blocks(title="Tutor del curso de LLMs", analytics_enabled=False) as app:
         gr.Markdown("## Tutor del curso de LLMs")
+        for notice in notices or []:
+            gr.Markdown(f"> {notice}")
         gr.ChatInterface(
             respond,
-            chatbot=gr.Chatbot(value=[{"role": "assistant", "content": WELCOME}], label="Conversación"),
-            textbox=gr.Textbox(placeholder="Escriba su pregunta sobre el curso…", label="Pregunta"),
+            chatbot=gr.Chatbot(value=[{"role": "assistant", "content": welcome}], label="Conversación"),
+            textbox=gr.Textbox(placeholder="Escribe tu pregunta sobre el curso…", label="Pregunta"),
             api_name="chat",
+            concurrency_limit=1,
         )
     return app

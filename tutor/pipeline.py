@@ -1,0 +1,357 @@
+"""The tutor: one message in, a cited and verified answer out. Read it top to bottom.
+
+`Tutor.plan()` is cheap and deterministic: reply language, gate, search query, passages, and the
+exact prompt the model will see (or a reply decided without the model: a refusal, a redirect, a
+hint). `Tutor.answer()` is the only part that runs the model: it shows the course's own sentences at
+once, then replaces them with the generated answer only if every kept sentence is verified against
+the passages. It does not render widgets (ui.py) or parse arguments (cli.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, Protocol
+
+from tutor.chat import ChatModel, Prompt, fit_prompt
+from tutor.config import Settings
+from tutor.errors import TutorError
+from tutor.extract import Extractor
+from tutor.prompts import PromptLibrary
+from tutor.retrieve import Retriever, search_query
+from tutor.types import ChatPrompt, GateDecision, Message, Passage, TextPrompt
+from tutor.verify import Verifier
+
+log = logging.getLogger("tutor")
+
+Mode = Literal["explain", "socratic"]
+MODES: tuple[str, ...] = ("explain", "socratic")
+Turn = dict[str, Any]  # {"role": "user" | "assistant", "content": str, optional "meta": {...}}
+_GIVE_UP = re.compile(
+    r"\b(dame la respuesta|no (lo )?s[eé]|me rindo|give me the answer|i don'?t know|i give up|"
+    r"d[oó]nam la resposta|dimmi la risposta|donne-moi la r[ée]ponse|sag mir die antwort)\b",
+    re.IGNORECASE,
+)
+
+
+class Detector(Protocol):
+    def detect(self, text: str, history: Sequence[Turn]) -> str: ...
+
+
+class Gatekeeper(Protocol):
+    def check(self, text: str, language: str, history: Sequence[Turn]) -> GateDecision: ...
+
+
+@dataclass(frozen=True)
+class Plan:
+    question: str
+    history: tuple[Turn, ...]
+    mode: str
+    language: str
+    gate: GateDecision
+    query: str = ""  # what was searched: the question, made self-contained with the history
+    passages: tuple[Passage, ...] = ()
+    prompt: Prompt | None = None  # exactly what the model will see; None when no model runs
+    reply: str | None = None  # a reply decided without the model (refusal, redirect, hint)
+    kind: str = "answer"  # answer | refusal | redirect | chitchat | not_in_course | hint | no_passages
+    step: int = 0  # socratic hint ladder: 1, 2, then 3 = the full answer
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Answer:
+    text: str  # the tutor's own prose: verified generated text, or the extractive answer
+    plan: Plan
+    verified: bool = False
+    fallback: Literal["none", "extractive"] = "none"
+    removed: tuple[tuple[str, str], ...] = ()  # generated sentences dropped, and why
+    generated: str = ""  # the raw model output, for logs and evaluation (never shown)
+    notice: str = ""  # e.g. why the answer is quoted from the course
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def citations(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(p.section_id for p in self.plan.passages))
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """What the conversation keeps with this reply (the socratic ladder reads it back)."""
+        return {"mode": self.plan.mode, "kind": self.plan.kind, "step": self.plan.step,
+                "question": self.plan.query or self.plan.question, "citations": list(self.citations)}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A streamed update: the visible text so far; the last one is final and carries the Answer."""
+
+    text: str
+    final: bool = False
+    answer: Answer | None = None
+
+
+class Tutor:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        prompts: PromptLibrary,
+        detector: Detector,
+        gate: Gatekeeper,
+        retriever: Retriever,
+        verifier: Verifier,
+        extractor: Extractor,
+        model: ChatModel | None,
+    ) -> None:
+        self.settings, self.prompts, self.detector, self.gate = settings, prompts, detector, gate
+        self.retriever, self.verifier, self.extractor, self.model = retriever, verifier, extractor, model
+
+    def plan(self, message: str, history: Sequence[Any] = (), mode: str = "explain") -> Plan:
+        """Decide everything that does not need the model; a refusal is a value, not an exception."""
+        started = time.perf_counter()
+        turns = clean_history(history)
+        mode = mode if mode in MODES else "explain"
+        language = self.detector.detect(message, turns)
+        decision = self.gate.check(message, language, turns)
+        timings = {"gate_ms": _ms(started)}
+        plan = Plan(message, turns, mode, language, decision, timings=timings)
+        if decision.label != "on_topic" or decision.reason == "related":
+            return self._without_course(plan)
+
+        started = time.perf_counter()
+        ladder = _socratic_step(turns, message) if mode == "socratic" else 0
+        previous = turns[-1].get("meta", {}).get("question") if ladder > 1 else None
+        query = previous or search_query(message, turns)
+        passages = tuple(self.retriever.search(query, self.settings.top_k))
+        timings["retrieve_ms"] = _ms(started)
+        plan = replace(plan, query=query, passages=passages, step=ladder)
+        if not passages:
+            return replace(plan, kind="no_passages", reply=self.prompts.reply("no_passages", language))
+        if ladder in (1, 2):
+            return replace(plan, kind="hint", reply=self._hint(plan))
+        if self.model is None:
+            return plan
+        return replace(plan, prompt=self._prompt(plan))
+
+    def answer(self, plan: Plan) -> Iterator[Reply]:
+        """Stream the reply: the course's sentences first, then the verified answer (or keep them)."""
+        started = time.perf_counter()
+        if plan.reply is not None:
+            answer = Answer(plan.reply, plan, verified=True, timings={**plan.timings, "total_ms": 0.0})
+            yield Reply(self.render(answer), final=True, answer=answer)
+            return
+        extract = self.extractor.answer(plan.query or plan.question, plan.passages, plan.language)
+        fallback = Answer(extract.text, plan, fallback="extractive")
+        yield Reply(self.render(fallback))  # first visible text: the course itself, at once
+        timings = dict(plan.timings, first_visible_ms=_ms(started))
+        if plan.prompt is None or self.model is None:
+            notice = ""
+        else:
+            generated, ttft, notice = self._generate(plan.prompt)
+            if ttft is not None:
+                timings["ttft_ms"] = ttft
+            if generated:
+                verdict = self.verifier.check(
+                    generated, question=plan.question, passages=plan.passages, language=plan.language,
+                    prompt=_prompt_text(plan.prompt),
+                )  # fmt: skip
+                if verdict.verified:
+                    answer = Answer(verdict.text, plan, verified=True, removed=verdict.removed,
+                                    generated=generated, timings=timings)  # fmt: skip
+                    answer = replace(answer, timings={**timings, "total_ms": _ms(started)})
+                    yield Reply(self.render(answer), final=True, answer=answer)
+                    return
+                fallback = replace(fallback, removed=verdict.removed, generated=generated)
+            notice = notice or self.prompts.reply("fallback_notice", plan.language)
+        fallback = replace(fallback, notice=notice, timings={**timings, "total_ms": _ms(started)})
+        yield Reply(self.render(fallback), final=True, answer=fallback)
+
+    def render(self, answer: Answer) -> str:
+        """The visible reply: the answer, a check question, then the sources with their titles."""
+        plan = answer.plan
+        parts = [answer.text]
+        if answer.notice:
+            parts.append(f"_{answer.notice}_")
+        if plan.kind == "answer" and plan.mode == "explain" and plan.passages:
+            top = plan.passages[0]
+            parts.append(self.prompts.reply("check_question", plan.language,
+                                            term=top.chunk.section_title, section=top.section_id))  # fmt: skip
+        if plan.passages and plan.kind in ("answer", "hint"):
+            heading = self.prompts.reply("sources_heading", plan.language)
+            sources = "\n".join(f"- {p.citation()}" for p in plan.passages)
+            parts.append(f"**{heading}**\n{sources}")
+        return "\n\n".join(parts)
+
+    def _without_course(self, plan: Plan) -> Plan:
+        """Refusals, redirects and chitchat: a templated reply in the student's language."""
+        decision = plan.gate
+        kind = {"unsafe": "refusal", "off_topic": "redirect"}.get(decision.label, "not_in_course")
+        if decision.reason == "chitchat":
+            kind = "chitchat"
+        nearest = self.retriever.search(plan.question, 2) if kind in ("redirect", "not_in_course") else []
+        sections = " / ".join(p.citation() for p in nearest) or "§1"
+        template = "not_in_course" if kind == "not_in_course" else decision.reason
+        try:
+            text = self.prompts.reply(template, plan.language, sections=sections)
+        except TutorError:
+            text = self.prompts.reply(decision.label, plan.language, sections=sections)
+        return replace(plan, kind=kind, reply=text, passages=tuple(nearest) if kind == "not_in_course" else ())
+
+    def _prompt(self, plan: Plan) -> Prompt:
+        """The model's prompt, fitted to its context: older history goes first, then weaker passages."""
+        assert self.model is not None
+        language_name = self.prompts.reply("language_name", plan.language)
+        if self.model.style == "completion":
+            # Base models (the packaged Gemma) do best with one passage and one worked example (MODELS.md).
+            template = self.prompts.get("completion/answer")
+            best = plan.passages[0]
+
+            def render_text(_: Sequence[object]) -> Prompt:
+                return TextPrompt(
+                    self.prompts.render("completion/answer", context=_context([best]), question=plan.question,
+                                        question_label=self.prompts.reply("question_label", plan.language),
+                                        answer_label=self.prompts.reply("answer_label", plan.language)),  # fmt: skip
+                    stop=tuple(template.meta.get("stop", ())) + tuple(self.settings.stop),
+                )
+
+            return fit_prompt(self.model, render_text, (), reply_tokens=self.settings.max_tokens).prompt
+        system = Message("system", self.prompts.render("chat/system", language_name=language_name))
+        history = [Message(t["role"], _trim(t["content"])) for t in plan.history]
+        passages = list(plan.passages)
+        droppable: list[tuple[str, Any]] = [("turn", m) for m in history] + [("passage", p) for p in reversed(passages)]
+        template = "chat/socratic" if plan.mode == "socratic" and plan.step == 0 else "chat/answer"
+
+        def render_chat(kept: Sequence[tuple[str, Any]]) -> Prompt:
+            turns = tuple(m for kind, m in kept if kind == "turn")
+            kept_passages = [p for p in passages if ("passage", p) in kept]
+            question = self.prompts.render(template, context=_context(kept_passages), question=plan.question,
+                                           language_name=language_name)  # fmt: skip
+            return ChatPrompt((system, *turns, Message("user", question)), stop=tuple(self.settings.stop))
+
+        return fit_prompt(self.model, render_chat, droppable, reply_tokens=self.settings.max_tokens).prompt
+
+    def _generate(self, prompt: Prompt) -> tuple[str, float | None, str]:
+        """(text, ms to first token, notice). A failing model never takes the answer down with it."""
+        assert self.model is not None
+        started, ttft, pieces = time.perf_counter(), None, []
+        stream = self.model.stream(prompt, max_tokens=self.settings.max_tokens)
+        try:
+            for delta in stream:
+                if ttft is None:
+                    ttft = _ms(started)
+                pieces.append(delta)
+        except TutorError as exc:
+            log.warning("generation failed: %s", exc)
+            return "", ttft, str(exc)
+        except Exception:
+            log.exception("generation failed")
+            return "", ttft, self.prompts.reply("error", "es")
+        finally:
+            close = getattr(stream, "close", None)
+            if close:
+                close()
+        return "".join(pieces), ttft, ""
+
+    def _hint(self, plan: Plan) -> str:
+        top = plan.passages[0]
+        if plan.step == 1:
+            terms = ", ".join(_key_terms(top.chunk.text, self.retriever.index.tokens(plan.question))) or top.chunk.section_title
+            return self.prompts.reply("socratic_hint1", plan.language, section=top.section_id,
+                                      title=top.chunk.section_title, terms=terms)  # fmt: skip
+        extract = self.extractor.answer(plan.query, plan.passages[:1], plan.language)
+        hint = extract.sentences[0][1] if extract.sentences else top.chunk.text.split(".")[0]
+        words = hint.split()
+        partial = " ".join(words[: max(6, len(words) // 2)]) + "…"
+        return self.prompts.reply("socratic_hint2", plan.language, section=top.section_id, hint=partial)
+
+
+def clean_history(history: Sequence[Any]) -> tuple[Turn, ...]:
+    """Keep well-formed turns only ({role: user|assistant, content: str}); anything else is dropped."""
+    turns: list[Turn] = []
+    for turn in history if isinstance(history, (list, tuple)) else ():
+        if isinstance(turn, dict) and turn.get("role") in ("user", "assistant") and isinstance(turn.get("content"), str):
+            meta = turn.get("meta") if isinstance(turn.get("meta"), dict) else {}
+            turns.append({"role": turn["role"], "content": turn["content"], "meta": meta})
+    return tuple(turns)
+
+
+def _socratic_step(turns: Sequence[Turn], message: str) -> int:
+    """1 for a new question; 2 after one hint; 3 (the full answer) after two, or when asked for it."""
+    last = turns[-1].get("meta", {}) if turns else {}
+    if last.get("mode") != "socratic" or last.get("kind") != "hint":
+        return 1
+    return 3 if last.get("step", 1) >= 2 or _GIVE_UP.search(message) else last.get("step", 1) + 1
+
+
+def _key_terms(text: str, question_tokens: Sequence[str]) -> list[str]:
+    """Acronyms and names of the passage the question does not already mention: what to look for."""
+    seen: list[str] = []
+    for term in re.findall(r"\b[A-Z][A-Za-z0-9-]*[A-Z0-9][A-Za-z0-9-]*\b", text):
+        if term.lower() not in question_tokens and term not in seen:
+            seen.append(term)
+    return seen[:3]
+
+
+def _context(passages: Sequence[Passage]) -> str:
+    return "\n\n".join(f"[{p.citation()}]\n{p.chunk.text}" for p in passages)
+
+
+def _trim(text: str, words: int = 80) -> str:
+    parts = text.split()
+    return text if len(parts) <= words else " ".join(parts[:words]) + " …"
+
+
+def _prompt_text(prompt: Prompt) -> str:
+    if isinstance(prompt, TextPrompt):
+        return prompt.text
+    return "\n".join(m.content for m in prompt.messages)
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 1)
+
+
+def build_tutor(settings: Settings, *, model: str = "auto", index: Any = None) -> tuple[Tutor, list[str]]:
+    """The tutor with the implementations the settings name, and start-up notices for the user.
+
+    Args:
+        model: "auto" (TUTOR_GGUF, a server, or the packaged Gemma), "echo" (UI work), "none" (extractive only).
+    """
+    from pathlib import Path
+
+    from tutor.embed import load_embedder
+    from tutor.gate import Gate
+    from tutor.index import Index
+    from tutor.language import LanguageDetector
+
+    notices: list[str] = []
+    prompts = PromptLibrary(Path(__file__).resolve().parent.parent / "prompts")
+    notices += prompts.check()
+    if index is None:
+        index = Index.open(settings, load_embedder(settings))
+    detector = LanguageDetector()
+    chat_model: ChatModel | None = None
+    if model == "echo":
+        from tutor.chat import EchoModel
+
+        chat_model = EchoModel()
+    elif model != "none":
+        from tutor.models import load_chat_model
+
+        try:
+            chat_model = load_chat_model(settings)
+        except TutorError as exc:
+            notices.append(f"{exc} El tutor responde citando el curso, sin modelo generativo.")
+    tutor = Tutor(
+        settings=settings,
+        prompts=prompts,
+        detector=detector,
+        gate=Gate.load(index, settings),
+        retriever=Retriever(index, settings),
+        verifier=Verifier(index, detect_language=lambda text: detector.detect(text, ())),
+        extractor=Extractor(index, prompts),
+        model=chat_model,
+    )
+    return tutor, notices
