@@ -68,6 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", type=Path, required=True)
     p.add_argument("--k", type=int, default=5)
     p.add_argument("--json", action="store_true", help="un objeto JSON en stdout")
+    p.add_argument("--generate", action="store_true", help="también responde cada ítem y mide las respuestas")
+    p.add_argument("--limit", type=int, default=None, help="con --generate: solo los N primeros ítems")
+    p.add_argument("--model", choices=["auto", "echo", "none"], default="auto", help="con --generate")
     p.set_defaults(run=cmd_eval)
 
     p = sub.add_parser("gate", help="¿del curso, ajeno o inseguro? 'tutor gate train' reentrena el filtro")
@@ -196,6 +199,8 @@ def cmd_eval(args: argparse.Namespace, settings) -> int:
     result = {"n": len(dataset.items), "malformed": len(dataset.errors), "k": args.k}
     result["retrieval"] = retrieval_scores(dataset.items, ranked)
     result.update(_gate_eval(dataset.items, retriever.index, settings))
+    if args.generate:
+        result["answers"] = _answer_eval(dataset.items[: args.limit], retriever.index, settings, args.model)
     if args.json:
         print(json.dumps(result, ensure_ascii=False))
     else:
@@ -219,6 +224,27 @@ def _gate_eval(items, index, settings) -> dict:
         "language": language_scores(items, lambda item: detector.detect(item.question, item.history)),
         "gate": gate_scores(items, decide),
     }
+
+
+def _answer_eval(items, index, settings, model: str) -> dict:
+    """The "answers" key of `tutor eval --generate` (issue 5): every item answered with its history."""
+    from tqdm import tqdm
+
+    from tutor.evaluate import answer_scores
+    from tutor.language import LanguageDetector
+    from tutor.pipeline import build_tutor
+
+    tutor, notices = build_tutor(settings, model=model, index=index)
+    for notice in notices:
+        print(f"Aviso: {notice}", file=sys.stderr)
+    rows = []
+    for item in tqdm(items, desc="Respondiendo", unit="pregunta", disable=None):
+        final = None
+        for reply in tutor.answer(tutor.plan(item.question, list(item.history))):
+            final = reply
+        rows.append((item, final.answer, final.text))
+    detector = LanguageDetector()
+    return answer_scores(rows, lambda text: detector.detect(text, ()))
 
 
 def cmd_gate(args: argparse.Namespace, settings) -> int:

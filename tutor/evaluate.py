@@ -202,3 +202,83 @@ def gate_scores(items: Iterable[Item], decide: Callable[[Item], tuple[str, str]]
         "confusion": confusion,
         "misclassified": [item.id for item, _, ok in rows if not ok],
     }
+
+
+def answer_scores(rows: Sequence[tuple[Item, Any, str]], detect: Callable[[str], str]) -> dict[str, Any]:
+    """Figures of `tutor eval --generate`: rows are (item, Answer, visible reply text).
+
+    keyword_recall looks in the whole visible reply, prose_keyword_recall in the tutor's prose alone;
+    language_match reads the tutor's own words (quotes of the Spanish course excluded).
+    """
+    keyword, prose_keyword, citation, language, refusal = [], [], [], [], []
+    verified, extractive, latency, first_visible, model_ttft = [], [], [], [], []
+    for item, answer, visible in rows:
+        plan = answer.plan
+        if item.gate == "on_topic" and item.keywords:
+            keyword.append(_found(item.keywords, visible))
+            prose_keyword.append(_found(item.keywords, answer.text))
+        if item.gate == "on_topic" and item.sections:
+            citation.append(float(any(section_hits(c, e) for c in answer.citations for e in item.sections)))
+        own = _own_words(answer.text)
+        if len(own.split()) >= 3:
+            language.append(float(detect(own) == item.language))
+        refusal.append(float(_refusal_ok(item, plan.kind, plan.gate.reason)))
+        if plan.kind == "answer":
+            verified.append(float(answer.verified))
+            extractive.append(float(answer.fallback == "extractive"))
+            latency.append(answer.timings.get("total_ms", 0.0) / 1000)
+            first_visible.append(answer.timings.get("first_visible_ms", 0.0) / 1000)
+            if answer.timings.get("ttft_ms") is not None:
+                model_ttft.append(answer.timings["ttft_ms"] / 1000)
+    return {
+        "n": len(rows),
+        "keyword_recall": _avg(keyword),
+        "prose_keyword_recall": _avg(prose_keyword),
+        "citation_hit": _avg(citation),
+        "language_match": _avg(language),
+        "refusal_correct": _avg(refusal),
+        "verified_rate": _avg(verified),
+        "extractive_rate": _avg(extractive),
+        "latency_s": _quantiles(latency),
+        "ttft_s": _quantiles(first_visible),  # time to the first visible text (the course's sentences)
+        "model_ttft_s": _quantiles(model_ttft),  # time to the model's first token
+    }
+
+
+def _fold_text(text: str) -> str:
+    import unicodedata
+
+    return "".join(c for c in unicodedata.normalize("NFKD", text.lower()) if not unicodedata.combining(c))
+
+
+def _found(keywords: Sequence[str], text: str) -> float:
+    folded = _fold_text(text)
+    return sum(_fold_text(k) in folded for k in keywords) / len(keywords)
+
+
+def _own_words(text: str) -> str:
+    """The tutor's words without the course's quoted sentences («…») and section marks."""
+    import re
+
+    return re.sub(r"«[^»]*»|\(§[^)]*\)|§\S+", " ", text)
+
+
+def _refusal_ok(item: Item, kind: str, reason: str) -> bool:
+    if item.gate == "unsafe":
+        return kind == "refusal"
+    if item.chitchat:
+        return kind == "chitchat"
+    if item.gate == "off_topic":
+        return kind in ("redirect", "chitchat")
+    return kind in ("answer", "hint", "not_in_course", "no_passages")
+
+
+def _avg(values: list[float]) -> float | None:
+    return round(sum(values) / len(values), 4) if values else None
+
+
+def _quantiles(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"p50": None, "p95": None}
+    ordered = sorted(values)
+    return {"p50": round(ordered[len(ordered) // 2], 3), "p95": round(ordered[int(0.95 * (len(ordered) - 1))], 3)}
