@@ -39,15 +39,11 @@ def summary(name: str, seconds: list[float]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--data-dir", type=Path, default=None, help="default: TUTOR_DATA_DIR or the user folder"
-    )
+    parser.add_argument("--data-dir", type=Path, default=None, help="default: TUTOR_DATA_DIR or the user folder")
     parser.add_argument("--dataset", type=Path, default=REPO / "eval" / "dev.jsonl")
     parser.add_argument("--repeat", type=int, default=2)
     args = parser.parse_args()
-    settings = Settings(
-        **({"data_dir": args.data_dir} if args.data_dir else {}), knowledge_dir=REPO / "knowledge"
-    )
+    settings = Settings(**({"data_dir": args.data_dir} if args.data_dir else {}), knowledge_dir=REPO / "knowledge")
     if not (settings.index_dir / "manifest.json").exists():
         ingest(settings, E5Embedder(threads=settings.embed_threads), progress=False)
     # Two embedders with separate caches: one gate always computes its vector, the other finds the
@@ -80,9 +76,7 @@ def main() -> None:
             shared.check(item.question, detector.detect(item.question, item.history), item.history)
             added_s.append(time.perf_counter() - start)
 
-    print(
-        f"{len(items)} messages of {args.dataset} x {args.repeat}; e5 with {settings.embed_threads} thread(s)"
-    )
+    print(f"{len(items)} messages of {args.dataset} x {args.repeat}; e5 with {settings.embed_threads} thread(s)")
     print(summary("language detection", detect_s))
     print(summary("retriever's query vector (e5)", embed_s))
     print(summary("gate alone (its own e5 vector)", alone_s))

@@ -54,8 +54,7 @@ def build(style: str, session: int, context: str, question: str) -> Prompt:
             )
         )
     return TextPrompt(
-        f"Sesión {session}.\nMaterial del curso:\n{context}\nPregunta del estudiante: "
-        f"{question}\nRespuesta del tutor:"
+        f"Sesión {session}.\nMaterial del curso:\n{context}\nPregunta del estudiante: {question}\nRespuesta del tutor:"
     )
 
 
@@ -130,9 +129,7 @@ def main() -> None:
         prompt = build(engine.style, 2 * rep, context, QUESTIONS[0])
         raw_runs.append(timed(raw_stream(llama, prompt, args.max_tokens), engine.count_tokens(prompt)))
         prompt = build(engine.style, 2 * rep + 1, context, QUESTIONS[0])
-        tutor_runs.append(
-            timed(engine.stream(prompt, max_tokens=args.max_tokens), engine.count_tokens(prompt))
-        )
+        tutor_runs.append(timed(engine.stream(prompt, max_tokens=args.max_tokens), engine.count_tokens(prompt)))
     raw, mine = median(raw_runs), median(tutor_runs)
     prompt_tokens = engine.count_tokens(build(engine.style, 0, context, QUESTIONS[0]))
     result = {
@@ -158,8 +155,7 @@ def main() -> None:
     print(f"{'':24}{'prompt tok/s':>14}{'gen tok/s':>12}{'TTFT s':>9}{'tokens out':>12}")
     for name, row in (("raw llama-cpp-python", raw), ("tutor engine", mine)):
         print(
-            f"{name:24}{row['prompt_tps']:>14.1f}{row['gen_tps']:>12.1f}{row['ttft_s']:>9.2f}"
-            f"{row['gen_tokens']:>12.0f}"
+            f"{name:24}{row['prompt_tps']:>14.1f}{row['gen_tps']:>12.1f}{row['ttft_s']:>9.2f}{row['gen_tokens']:>12.0f}"
         )
     print(f"ratio tutor/raw, generation tok/s: {result['ratio_gen_tps']} (target >= 0.95)")
     ratio = result["ttft_warm_s"] / result["ttft_cold_s"]

@@ -56,16 +56,12 @@ def test_every_model_streams_text_pieces_within_the_budget(any_model: ChatModel)
 def test_style_comes_from_the_gguf_metadata(gemma: LlamaCppModel, smollm: LlamaCppModel) -> None:
     assert (gemma.style, smollm.style) == ("completion", "chat")
     info = gemma.info()
-    assert (
-        info.packaged and info.architecture == "gemma3" and info.size_bytes and info.size_bytes > 200 * 2**20
-    )
+    assert info.packaged and info.architecture == "gemma3" and info.size_bytes and info.size_bytes > 200 * 2**20
     assert (info.n_ctx, info.n_threads, info.n_threads_batch) == (2048, 1, 1)
     assert smollm.info().architecture == "llama" and not smollm.info().packaged
 
 
-def test_a_model_without_chat_template_is_never_driven_as_chat(
-    gemma: LlamaCppModel, gemma_path: Path
-) -> None:
+def test_a_model_without_chat_template_is_never_driven_as_chat(gemma: LlamaCppModel, gemma_path: Path) -> None:
     with pytest.raises(UnsupportedModel, match="plantilla de chat"):
         LlamaCppModel(gemma_path, style="chat", n_threads=1, n_threads_batch=1)
     with pytest.raises(ValueError):  # a chat prompt would need llama-cpp-python's wrong fallback format
@@ -93,17 +89,11 @@ def test_the_stop_sequence_ends_the_reply(gemma: LlamaCppModel) -> None:
 
 def test_fit_drops_oldest_history_first_then_lowest_ranked_passages(gemma_path: Path) -> None:
     small = LlamaCppModel(gemma_path, n_ctx=512, n_threads=1, n_threads_batch=1)
-    history = [
-        ("turno", f"Turno {i}: " + "el estudiante preguntó por los transformers " * 8) for i in range(3)
-    ]
-    passages = [
-        ("pasaje", f"Pasaje {rank}: " + "BERT lee el texto en ambas direcciones " * 24) for rank in (3, 2, 1)
-    ]
+    history = [("turno", f"Turno {i}: " + "el estudiante preguntó por los transformers " * 8) for i in range(3)]
+    passages = [("pasaje", f"Pasaje {rank}: " + "BERT lee el texto en ambas direcciones " * 24) for rank in (3, 2, 1)]
 
     def render(kept: list[tuple[str, str]]) -> TextPrompt:
-        return TextPrompt(
-            "Material del curso:\n" + "\n".join(text for _, text in kept) + "\n" + QUESTION.text
-        )
+        return TextPrompt("Material del curso:\n" + "\n".join(text for _, text in kept) + "\n" + QUESTION.text)
 
     fitted = fit_prompt(small, render, history + passages, reply_tokens=64)
     assert fitted.tokens + 64 <= small.n_ctx and fitted.tokens == small.count_tokens(fitted.prompt)
@@ -243,18 +233,14 @@ def run_tutor(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
         "TUTOR_N_THREADS": "1",
         "TUTOR_N_THREADS_BATCH": "1",
     }
-    return subprocess.run(
-        [sys.executable, "-m", "tutor", *args], capture_output=True, text=True, env=env, timeout=120
-    )
+    return subprocess.run([sys.executable, "-m", "tutor", *args], capture_output=True, text=True, env=env, timeout=120)
 
 
 def test_model_info_and_check_on_the_command_line(model_data_dir: Path, smollm_path: Path) -> None:
     info = run_tutor("model", "info", data_dir=model_data_dir)
     assert info.returncode == 0, info.stderr
     assert "gemma3" in info.stdout and "completion" in info.stdout and "incluido" in info.stdout
-    check = run_tutor(
-        "--gguf", str(smollm_path), "model", "check", "--max-tokens", "8", data_dir=model_data_dir
-    )
+    check = run_tutor("--gguf", str(smollm_path), "model", "check", "--max-tokens", "8", data_dir=model_data_dir)
     assert check.returncode == 0, check.stderr
     assert "tokens/s" in check.stdout and "estilo chat" in check.stdout
     missing = run_tutor("--gguf", "/no/such/model.gguf", "model", "check", data_dir=model_data_dir)

@@ -95,7 +95,8 @@ def test_dev_set_retrieval_does_not_regress(retriever) -> None:
 
     data = load_dataset(DEV)
     out = retrieval_scores(
-        data.items, lambda it: [p.section_id for p in retriever.search(search_query(it.question, it.history), 5)]
+        data.items,
+        lambda it: [p.section_id for p in retriever.search(search_query(it.question, it.history), 5)],
     )
     assert out["n"] >= 200
     assert out["hit@5"] >= 0.88 and out["hit@1"] >= 0.66, {k: out[k] for k in ("hit@1", "hit@5", "misses@5")}

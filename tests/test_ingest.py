@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 from pdfs import pdf_with_lines, pdf_without_text
 
-from tutor.ingest import KnowledgeFileError, chunk_file, chunk_text, knowledge_files, read_text, split_sections
+from tutor.ingest import (
+    KnowledgeFileError,
+    chunk_file,
+    chunk_text,
+    knowledge_files,
+    read_text,
+    split_sections,
+)
 
 COURSE = Path(__file__).resolve().parent.parent / "knowledge"
 

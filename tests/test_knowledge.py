@@ -159,9 +159,7 @@ def test_heading_ids_and_levels() -> None:
 
 
 def test_heading_titles_match_the_source() -> None:
-    got = [
-        (m.group(2), m.group(3)) for m in map(MD_NUMBERED_HEADING_RE.match, md_headings()) if m is not None
-    ]
+    got = [(m.group(2), m.group(3)) for m in map(MD_NUMBERED_HEADING_RE.match, md_headings()) if m is not None]
     assert got == source_headings()
     for number, title in got:
         assert title and "**" not in title and "\t" not in title, number

@@ -30,9 +30,7 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def servers(
-    gemma_path: Path, smollm_path: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[dict[str, str]]:
+def servers(gemma_path: Path, smollm_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """Gemma (completion) and SmolLM2 (chat) served by llama_cpp.server, started together."""
     logs = tmp_path_factory.mktemp("server-logs")
     procs, urls = [], {}

@@ -62,7 +62,10 @@ def test_a_course_question_gets_a_cited_grounded_answer(tutor) -> None:
 
 @pytest.mark.parametrize(
     ("message", "language"),
-    [("What did RoBERTa change compared to BERT?", "en"), ("Comment fonctionne le RAG, étape par étape ?", "fr")],
+    [
+        ("What did RoBERTa change compared to BERT?", "en"),
+        ("Comment fonctionne le RAG, étape par étape ?", "fr"),
+    ],
 )
 def test_the_reply_is_in_the_student_language(tutor, message: str, language: str) -> None:
     _, answer = run(tutor, message)
@@ -110,7 +113,10 @@ def test_socratic_ladder_hints_then_answers(tutor) -> None:
     question = "¿qué cambió facebook al reentrenar bert?"
     _, first = run(tutor, question, mode="socratic")
     assert first.plan.kind == "hint" and first.plan.step == 1 and "§3.3.3" in first.text
-    history = [{"role": "user", "content": question}, {"role": "assistant", "content": first.text, "meta": first.meta}]
+    history = [
+        {"role": "user", "content": question},
+        {"role": "assistant", "content": first.text, "meta": first.meta},
+    ]
     _, second = run(tutor, "¿más datos?", history, mode="socratic")
     assert second.plan.kind == "hint" and second.plan.step == 2
     assert second.plan.passages[0].section_id == "3.3.3", "the attempt is judged against the original question"

@@ -55,7 +55,9 @@ def test_invented_numbers_and_names_are_removed(verifier, passages, invented: st
 
 
 def test_text_off_the_passages_is_not_verified(verifier, passages) -> None:
-    verdict = check(verifier, passages, "El fútbol es un deporte muy popular que se juega con once jugadores por equipo.")
+    verdict = check(
+        verifier, passages, "El fútbol es un deporte muy popular que se juega con once jugadores por equipo."
+    )
     assert not verdict.verified and verdict.rejected == "too_little"
 
 

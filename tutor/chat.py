@@ -218,9 +218,7 @@ class LlamaCppModel:
         assert self._formatter is not None
         rendered = self._formatter(messages=_messages(prompt))
         # the same call llama-cpp-python's chat handler makes with the rendered template
-        return self._llama.tokenize(
-            rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True
-        )
+        return self._llama.tokenize(rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True)
 
     def _generate(self, start: Callable[[], Any]) -> Iterator[str]:
         with self._counter_lock:

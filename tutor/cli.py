@@ -16,8 +16,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import tutor  # noqa: F401  (sets the offline switches before any library is imported)
-from tutor.errors import IndexNotReady, TutorError
+from tutor.errors import IndexNotReady, TutorError  # importing tutor sets the offline switches first
 
 log = logging.getLogger("tutor")
 
@@ -134,9 +133,7 @@ def _settings(args: argparse.Namespace):  # -> Settings
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"TUTOR_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
-        )
+        problems = "; ".join(f"TUTOR_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())
         raise TutorError(f"Configuración no válida: {problems}") from exc
 
 
@@ -375,18 +372,24 @@ def _answer_json(answer, *, show_prompt: bool = False) -> dict:
     out = {
         "question": plan.question,
         "language": plan.language,
-        "gate": {"label": plan.gate.label, "score": round(float(plan.gate.score), 4), "reason": plan.gate.reason},
+        "gate": {
+            "label": plan.gate.label,
+            "score": round(float(plan.gate.score), 4),
+            "reason": plan.gate.reason,
+        },
         "kind": plan.kind,
         "answer": answer.text,
         "citations": list(answer.citations),
-        "excerpts": [{"section": p.section_id, "title": p.chunk.section_title, "text": p.chunk.text}
-                     for p in plan.passages],  # fmt: skip
+        "excerpts": [
+            {"section": p.section_id, "title": p.chunk.section_title, "text": p.chunk.text} for p in plan.passages
+        ],  # fmt: skip
         "verified": answer.verified,
         "fallback": answer.fallback,
         "removed": [{"sentence": s, "why": why} for s, why in answer.removed],
         "mode": plan.mode,
-        "timings": {k: answer.timings.get(k) for k in ("gate_ms", "retrieve_ms", "ttft_ms", "first_visible_ms",
-                                                        "total_ms")},  # fmt: skip
+        "timings": {
+            k: answer.timings.get(k) for k in ("gate_ms", "retrieve_ms", "ttft_ms", "first_visible_ms", "total_ms")
+        },  # fmt: skip
     }
     if show_prompt:
         out["prompt"] = _show_prompt(plan)
@@ -470,8 +473,10 @@ def _index(settings, *, repair: bool = False):
 def _print_eval(result: dict) -> None:
     r = result["retrieval"]
     print(f"{result['n']} ítems ({result['malformed']} mal formados); recuperación sobre {r['n']}:")
-    print(f"  hit@1 {r['hit@1']}  hit@3 {r['hit@3']}  hit@5 {r['hit@5']}  MRR {r['mrr']}  "
-          f"recall@5 multi-sección {r['all_sections_recall@5']}")
+    print(
+        f"  hit@1 {r['hit@1']}  hit@3 {r['hit@3']}  hit@5 {r['hit@5']}  MRR {r['mrr']}  "
+        f"recall@5 multi-sección {r['all_sections_recall@5']}"
+    )
     for group in ("by_language", "by_kind"):
         for name, g in r[group].items():
             print(f"  {name:<14} n={g['n']:<3} hit@1 {g['hit@1']}  hit@5 {g['hit@5']}  MRR {g['mrr']}")
@@ -481,8 +486,10 @@ def _print_eval(result: dict) -> None:
         g, lang = result["gate"], result["language"]
         print(f"Idioma: exactitud {lang['accuracy']} (n={lang['n']}), "
               f"mensajes de ≤3 palabras {lang['short_accuracy']}")  # fmt: skip
-        print(f"Filtro: exactitud {g['accuracy']} (n={g['n']}), falsos rechazos {g['false_refusal_rate']}, "
-              f"recall inseguro {g['unsafe_recall']}, recall fuera de tema {g['off_topic_recall']}")
+        print(
+            f"Filtro: exactitud {g['accuracy']} (n={g['n']}), falsos rechazos {g['false_refusal_rate']}, "
+            f"recall inseguro {g['unsafe_recall']}, recall fuera de tema {g['off_topic_recall']}"
+        )
         for gold, row in g["confusion"].items():
             print(f"  {gold:<10} → " + "  ".join(f"{pred} {n}" for pred, n in row.items()))
 

@@ -49,9 +49,7 @@ class Settings(BaseSettings):
     candidates: int = Field(
         default=30, ge=5, le=500, description="Candidates taken from each of BM25 and dense before fusion."
     )
-    rrf_k: int = Field(
-        default=20, ge=1, description="Reciprocal-rank fusion constant (20 beat 60 on eval/dev.jsonl)."
-    )
+    rrf_k: int = Field(default=20, ge=1, description="Reciprocal-rank fusion constant (20 beat 60 on eval/dev.jsonl).")
     chunk_words: int = Field(default=120, ge=20, le=400, description="Target words per chunk.")
     chunk_overlap: int = Field(default=20, ge=0, le=100, description="Words shared by consecutive chunks.")
     max_query_chars: int = Field(

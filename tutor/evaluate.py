@@ -281,4 +281,7 @@ def _quantiles(values: list[float]) -> dict[str, float | None]:
     if not values:
         return {"p50": None, "p95": None}
     ordered = sorted(values)
-    return {"p50": round(ordered[len(ordered) // 2], 3), "p95": round(ordered[int(0.95 * (len(ordered) - 1))], 3)}
+    return {
+        "p50": round(ordered[len(ordered) // 2], 3),
+        "p95": round(ordered[int(0.95 * (len(ordered) - 1))], 3),
+    }

@@ -72,13 +72,9 @@ class Gate:
             extra = ExtraClassifier(
                 settings.gate_extra_model, settings.gate_extra_labels, settings.gate_extra_threshold
             )
-        return cls(
-            index.embedder, chunks, vectors, model, window_chars=settings.gate_window_chars, extra=extra
-        )
+        return cls(index.embedder, chunks, vectors, model, window_chars=settings.gate_window_chars, extra=extra)
 
-    def check(
-        self, text: str, language: str = "es", history: Sequence[Mapping[str, Any]] = ()
-    ) -> GateDecision:
+    def check(self, text: str, language: str = "es", history: Sequence[Mapping[str, Any]] = ()) -> GateDecision:
         """Decide about one message. `language` is the reply language; the signals are multilingual."""
         clean = " ".join(_CONTROL.sub(" ", _INVISIBLE.sub("", text or "")).split())
         if not re.search(r"[^\W_]", clean):  # empty, emoji, punctuation: nothing to judge, so be friendly
@@ -86,9 +82,7 @@ class Gate:
         truncated = len(clean) > self.window_chars
         rule = find_rule(clean if len(clean) <= _RULE_HEAD else f"{clean[:_RULE_HEAD]} {clean[-_RULE_TAIL:]}")
         if rule is not None:
-            return GateDecision(
-                "unsafe", 1.0, rule.reason, source="rules", rule=rule.name, truncated=truncated
-            )
+            return GateDecision("unsafe", 1.0, rule.reason, source="rules", rule=rule.name, truncated=truncated)
         window = clean[: self.window_chars]
         if is_chitchat(window):
             return GateDecision("off_topic", 1.0, "chitchat", source="rules", rule="greeting or thanks")

@@ -41,9 +41,7 @@ class ExtraClassifier:
 
         try:
             self._tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-            self._model = AutoModelForSequenceClassification.from_pretrained(
-                str(folder), local_files_only=True
-            )
+            self._model = AutoModelForSequenceClassification.from_pretrained(str(folder), local_files_only=True)
         except Exception as exc:  # transformers raises many kinds; the instructor needs one message
             raise ExtraModelError(f"No se pudo cargar el modelo de «{folder}»: {exc}") from exc
         self._model.eval()
@@ -51,8 +49,7 @@ class ExtraClassifier:
         unknown = sorted(set(labels) - set(names.values()))
         if unknown:
             raise ExtraModelError(
-                f"El modelo de «{folder}» no tiene las etiquetas {unknown}; "
-                f"las suyas son {sorted(names.values())}."
+                f"El modelo de «{folder}» no tiene las etiquetas {unknown}; las suyas son {sorted(names.values())}."
             )
         self._reasons = {i: labels[name] for i, name in names.items() if name in labels}
         self._multi_label = self._model.config.problem_type == "multi_label_classification"
@@ -66,11 +63,7 @@ class ExtraClassifier:
         with torch.no_grad():
             logits = self._model(**inputs).logits[0]
         probs = torch.sigmoid(logits) if self._multi_label else torch.softmax(logits, dim=-1)
-        hits = [
-            (float(probs[i]), reason)
-            for i, reason in self._reasons.items()
-            if float(probs[i]) >= self.threshold
-        ]
+        hits = [(float(probs[i]), reason) for i, reason in self._reasons.items() if float(probs[i]) >= self.threshold]
         if not hits:
             return None
         score, reason = max(hits)

@@ -65,22 +65,16 @@ def load_examples(path: Path = EXAMPLES) -> list[Example]:
         if not line.strip():
             continue
         raw = json.loads(line)
-        example = Example(
-            raw["text"], raw["label"], raw["reason"], raw["language"], tuple(raw.get("history", ()))
-        )
+        example = Example(raw["text"], raw["label"], raw["reason"], raw["language"], tuple(raw.get("history", ())))
         if example.reason not in REASONS or LABELS.get(example.klass) != example.label:
-            raise GateModelError(
-                f"{path}:{number}: label {example.label!r} / reason {example.reason!r} do not agree"
-            )
+            raise GateModelError(f"{path}:{number}: label {example.label!r} / reason {example.reason!r} do not agree")
         examples.append(example)
     return examples
 
 
 def context_text(text: str, history: Sequence[dict[str, str]]) -> str:
     """A follow-up read together with the student's previous turn ("¿y en qué se diferencia de BERT?")."""
-    previous = [
-        t.get("content", "") for t in history if t.get("role") == "user" and t.get("content", "").strip()
-    ]
+    previous = [t.get("content", "") for t in history if t.get("role") == "user" and t.get("content", "").strip()]
     return f"{' '.join(previous[-1].split()[:60])} {text}" if previous else text
 
 
@@ -88,9 +82,7 @@ def features(vectors: np.ndarray, course: np.ndarray) -> np.ndarray:
     """Message vectors, then their best and mean top-3 cosine similarity to the course chunks."""
     sims = np.sort(vectors @ course.T, axis=1)
     best, top3 = sims[:, -1:], sims[:, -3:].mean(axis=1, keepdims=True)
-    return np.hstack([vectors, SIM_SCALE * (best - SIM_CENTER), SIM_SCALE * (top3 - SIM_CENTER)]).astype(
-        np.float32
-    )
+    return np.hstack([vectors, SIM_SCALE * (best - SIM_CENTER), SIM_SCALE * (top3 - SIM_CENTER)]).astype(np.float32)
 
 
 @dataclass
@@ -125,8 +117,7 @@ class GateModel:
                 coef, intercept = arrays["coef"], arrays["intercept"]
         except (OSError, ValueError, KeyError) as exc:
             raise GateModelError(
-                f"No se puede leer el clasificador del filtro en «{folder}» ({exc}). "
-                "Entrénelo con: tutor gate train"
+                f"No se puede leer el clasificador del filtro en «{folder}» ({exc}). Entrénelo con: tutor gate train"
             ) from exc
         trained = meta.get("embedder", {})
         if (trained.get("name"), trained.get("version")) != (embedder.name, embedder.version):

@@ -39,10 +39,8 @@ def _rx(*alternatives: str) -> re.Pattern[str]:
 # A message that asks *about* attacks, safety or misuse rather than attempting them ...
 _OPENING = r"(?:^|[¿?¡!.;:]\s*)"  # the start of the message or of a sentence
 _ASKS_ABOUT = _rx(
-    _OPENING
-    + r"(que|q|what|o que|qu'est-ce|c'est quoi|cos'e|was) (es|son|is|are|e|sont|ist|significa|means?)\b",
-    _OPENING
-    + r"(explica\w*|explain|explique\w*|spiega\w*|erklar\w*)\b.{0,30}\b(ataques?|attacks?|jailbreaks?|"
+    _OPENING + r"(que|q|what|o que|qu'est-ce|c'est quoi|cos'e|was) (es|son|is|are|e|sont|ist|significa|means?)\b",
+    _OPENING + r"(explica\w*|explain|explique\w*|spiega\w*|erklar\w*)\b.{0,30}\b(ataques?|attacks?|jailbreaks?|"
     r"inyeccion\w*|injection\w*|tecnica|technique|como funciona|how)",
     r"\b(por que|porque|xq|why|pourquoi|perche|warum)\b.{0,60}\b(funciona\w*|works?|marche|funziona|"
     r"funktioniert|se niega\w*|no (me )?(lo )?(dice|responde|contesta)|refuses?)\b",
@@ -58,9 +56,7 @@ _AI_TOPIC = _rx(
 )
 # Self-harm is excused only by an explicit research framing: a student in distress may well mention
 # ChatGPT or ask "how do I stop", and must still get the caring reply.
-_RESEARCH = _rx(
-    r"\b(detect\w*|clasificador\w*|classifier\w*|dataset|nlp|pln|moderacion|moderation|prevencion)\b"
-)
+_RESEARCH = _rx(r"\b(detect\w*|clasificador\w*|classifier\w*|dataset|nlp|pln|moderacion|moderation|prevencion)\b")
 
 _PRONOUN = (
     r"(tu|tus|your|ton|tes|teu|teus|tuas|sua|suas|seu|seus|il tuo|le tue|tuo|tue|dein|deine|deinen|el teu|"

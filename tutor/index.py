@@ -375,7 +375,10 @@ def _open_collections(index_dir: Path, embedder: Embedder, *, create: bool) -> t
         if create:
             return tuple(  # type: ignore[return-value]
                 client.get_or_create_collection(
-                    name, embedding_function=None, configuration={"hnsw": {"space": "cosine"}}, metadata=metadata
+                    name,
+                    embedding_function=None,
+                    configuration={"hnsw": {"space": "cosine"}},
+                    metadata=metadata,
                 )
                 for name in COLLECTIONS
             )

@@ -210,9 +210,13 @@ class Tutor:
 
             def render_text(_: Sequence[object]) -> Prompt:
                 return TextPrompt(
-                    self.prompts.render("completion/answer", context=_context([best]), question=plan.question,
-                                        question_label=self.prompts.reply("question_label", plan.language),
-                                        answer_label=self.prompts.reply("answer_label", plan.language)),  # fmt: skip
+                    self.prompts.render(
+                        "completion/answer",
+                        context=_context([best]),
+                        question=plan.question,
+                        question_label=self.prompts.reply("question_label", plan.language),
+                        answer_label=self.prompts.reply("answer_label", plan.language),
+                    ),  # fmt: skip
                     stop=tuple(template.meta.get("stop", ())) + tuple(self.settings.stop),
                 )
 
@@ -257,7 +261,10 @@ class Tutor:
     def _hint(self, plan: Plan) -> str:
         top = plan.passages[0]
         if plan.step == 1:
-            terms = ", ".join(_key_terms(top.chunk.text, self.retriever.index.tokens(plan.question))) or top.chunk.section_title
+            terms = (
+                ", ".join(_key_terms(top.chunk.text, self.retriever.index.tokens(plan.question)))
+                or top.chunk.section_title
+            )
             return self.prompts.reply("socratic_hint1", plan.language, section=top.section_id,
                                       title=top.chunk.section_title, terms=terms)  # fmt: skip
         extract = self.extractor.answer(plan.query, plan.passages[:1], plan.language)
@@ -271,7 +278,11 @@ def clean_history(history: Sequence[Any]) -> tuple[Turn, ...]:
     """Keep well-formed turns only ({role: user|assistant, content: str}); anything else is dropped."""
     turns: list[Turn] = []
     for turn in history if isinstance(history, (list, tuple)) else ():
-        if isinstance(turn, dict) and turn.get("role") in ("user", "assistant") and isinstance(turn.get("content"), str):
+        if (
+            isinstance(turn, dict)
+            and turn.get("role") in ("user", "assistant")
+            and isinstance(turn.get("content"), str)
+        ):
             meta = turn.get("meta") if isinstance(turn.get("meta"), dict) else {}
             turns.append({"role": turn["role"], "content": turn["content"], "meta": meta})
     return tuple(turns)

@@ -138,9 +138,7 @@ class OpenAICompatibleChatModel:
                 detail = exc.read(300).decode("utf-8", "replace").strip()
                 problem = f"HTTP {exc.code}: {detail}" if detail else f"HTTP {exc.code}"
                 if exc.code < 500:  # the request is wrong, not the server busy: no retry
-                    raise ModelServerError(
-                        f"El servidor {url} rechazó la petición ({problem}). {HOW_TO}"
-                    ) from exc
+                    raise ModelServerError(f"El servidor {url} rechazó la petición ({problem}). {HOW_TO}") from exc
             except urllib.error.URLError as exc:
                 problem = _reason(exc.reason)
             except TimeoutError:
@@ -148,8 +146,7 @@ class OpenAICompatibleChatModel:
             except (ConnectionError, OSError) as exc:
                 problem = _reason(exc)
         raise ModelServerError(
-            f"El servidor de modelos {url} no responde ({problem}) "
-            f"tras {self._retries + 1} intentos. {HOW_TO}"
+            f"El servidor de modelos {url} no responde ({problem}) tras {self._retries + 1} intentos. {HOW_TO}"
         )
 
 
