@@ -182,33 +182,20 @@ class LlamaCppModel:
                 f"El texto para el modelo ocupa {len(tokens)} tokens y con {max_tokens} de respuesta supera "
                 f"el contexto de {self.n_ctx}. Acorte la pregunta o aumente TUTOR_N_CTX."
             )
-        stop = [*prompt.stop, *self._stop]
+        sampling: dict[str, Any] = {
+            "stream": True,
+            "max_tokens": max_tokens,
+            "stop": [*prompt.stop, *self._stop],
+            "temperature": self._temperature,
+            "top_p": self._top_p,
+            "repeat_penalty": self._repeat_penalty,
+        }
         if isinstance(prompt, ChatPrompt):
             messages = _messages(prompt)
-            return self._generate(
-                lambda: self._llama.create_chat_completion(
-                    messages=messages,
-                    stream=True,
-                    max_tokens=max_tokens,
-                    stop=stop,
-                    temperature=self._temperature,
-                    top_p=self._top_p,
-                    repeat_penalty=self._repeat_penalty,
-                )
-            )
+            return self._generate(lambda: self._llama.create_chat_completion(messages=messages, **sampling))
         # Completion style gets token ids: the student's text is tokenized with special=False, so
         # typed control tokens stay plain text, and the count above is exactly what is evaluated.
-        return self._generate(
-            lambda: self._llama.create_completion(
-                tokens,
-                stream=True,
-                max_tokens=max_tokens,
-                stop=stop,
-                temperature=self._temperature,
-                top_p=self._top_p,
-                repeat_penalty=self._repeat_penalty,
-            )
-        )
+        return self._generate(lambda: self._llama.create_completion(tokens, **sampling))
 
     def _tokens(self, prompt: Prompt) -> list[int]:
         if isinstance(prompt, ChatPrompt) != (self.style == "chat"):
