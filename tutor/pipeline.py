@@ -137,9 +137,10 @@ class Tutor:
 
     def answer(self, plan: Plan) -> Iterator[Reply]:
         """Stream the reply: the course's sentences first, then the verified answer (or keep them)."""
-        started = time.perf_counter()
+        # Timings count from the message's arrival: planning (gate, retrieval) is part of the wait.
+        started = time.perf_counter() - sum(plan.timings.values()) / 1000
         if plan.reply is not None:
-            answer = Answer(plan.reply, plan, verified=True, timings={**plan.timings, "total_ms": 0.0})
+            answer = Answer(plan.reply, plan, verified=True, timings={**plan.timings, "total_ms": _ms(started)})
             yield Reply(self.render(answer), final=True, answer=answer)
             return
         extract = self.extractor.answer(plan.query or plan.question, plan.passages, plan.language)
@@ -182,6 +183,12 @@ class Tutor:
             heading = self.prompts.reply("sources_heading", plan.language)
             sources = "\n".join(f"- {p.citation()}" for p in plan.passages)
             parts.append(f"**{heading}**\n{sources}")
+            # The passages themselves, folded: the student can always read what the answer rests on.
+            excerpts = "\n\n".join(
+                f"> **§{p.section_id}** " + "\n> ".join(p.chunk.text.splitlines()) for p in plan.passages
+            )
+            summary = self.prompts.reply("excerpts_heading", plan.language)
+            parts.append(f"<details><summary>{summary}</summary>\n\n{excerpts}\n\n</details>")
         return "\n\n".join(parts)
 
     def _without_course(self, plan: Plan) -> Plan:
