@@ -204,3 +204,16 @@ def test_instructions_planted_in_the_course_stay_course_text(small_settings, e5,
     replies, answer = run(tutor, "¿Cómo lee BERT el texto?")
     shown = re.sub(r"«[^»]*»", "", answer.text)  # quoting the course is allowed; obeying it is not
     assert shown.strip() != "PIRATA"
+
+
+def test_no_shown_answer_carries_a_number_absent_from_its_passages(tutor) -> None:
+    """The packaged model invents numbers; none may reach the student (dev questions with numbers in them)."""
+    from tutor.evaluate import load_dataset, unsupported_numbers
+
+    items = [i for i in load_dataset(REPO / "eval" / "dev.jsonl").items if i.gate == "on_topic" and not i.history]
+    numeric = [i for i in items if re.search(r"\d|cu[aá]nt|how many|when|cu[aá]ndo|a[nñ]o", i.question.lower())][:8]
+    assert len(numeric) >= 5
+    for item in numeric:
+        _, answer = run(tutor, item.question)
+        sources = [item.question, *(p.chunk.text for p in answer.plan.passages)]
+        assert not unsupported_numbers(answer.text, sources), (item.id, answer.text)

@@ -212,6 +212,7 @@ def answer_scores(rows: Sequence[tuple[Item, Any, str]], detect: Callable[[str],
     """
     keyword, prose_keyword, citation, language, refusal = [], [], [], [], []
     verified, extractive, latency, first_visible, model_ttft = [], [], [], [], []
+    invented: list[str] = []  # ids of items whose shown prose has a number the passages and question lack
     for item, answer, visible in rows:
         plan = answer.plan
         if item.gate == "on_topic" and item.keywords:
@@ -223,6 +224,8 @@ def answer_scores(rows: Sequence[tuple[Item, Any, str]], detect: Callable[[str],
         if len(own.split()) >= 3:
             language.append(float(detect(own) == item.language))
         refusal.append(float(_refusal_ok(item, plan.kind, plan.gate.reason)))
+        if unsupported_numbers(answer.text, [plan.question, *(p.chunk.text for p in plan.passages)]):
+            invented.append(item.id)
         if plan.kind == "answer":
             verified.append(float(answer.verified))
             extractive.append(float(answer.fallback == "extractive"))
@@ -242,7 +245,20 @@ def answer_scores(rows: Sequence[tuple[Item, Any, str]], detect: Callable[[str],
         "latency_s": _quantiles(latency),
         "ttft_s": _quantiles(first_visible),  # time to the first visible text (the course's sentences)
         "model_ttft_s": _quantiles(model_ttft),  # time to the model's first token
+        "invented_numbers": invented,
     }
+
+
+def unsupported_numbers(text: str, sources: Sequence[str]) -> list[str]:
+    """Numbers in the tutor's prose that appear in none of the sources (the passages and the question)."""
+    import re
+
+    source = "\n".join(sources)
+    return [
+        n
+        for n in re.findall(r"\d+(?:[.,]\d+)*", re.sub(r"§[\d.]+", " ", text))  # citations are not claims
+        if not re.search(rf"(?<![\d.,]){re.escape(n)}(?![\d]|[.,]\d)", source)
+    ]
 
 
 def _fold_text(text: str) -> str:
