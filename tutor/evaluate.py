@@ -224,7 +224,8 @@ def answer_scores(rows: Sequence[tuple[Item, Any, str]], detect: Callable[[str],
         if len(own.split()) >= 3:
             language.append(float(detect(own) == item.language))
         refusal.append(float(_refusal_ok(item, plan.kind, plan.gate.reason)))
-        if unsupported_numbers(answer.text, [plan.question, *(p.chunk.text for p in plan.passages)]):
+        sources = [plan.question, *(f"{p.chunk.section_title} {p.chunk.text}" for p in plan.passages)]
+        if plan.kind == "answer" and unsupported_numbers(answer.text, sources):  # templates are the instructor's
             invented.append(item.id)
         if plan.kind == "answer":
             verified.append(float(answer.verified))
