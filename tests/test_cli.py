@@ -142,3 +142,19 @@ def test_launch_serves_the_tutor_on_loopback(small_settings: Settings, model_dat
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_chat_in_the_terminal_keeps_history_and_switches_mode(course_settings: Settings, course_index) -> None:
+    """`tutor chat` as a student types into it: a question, a follow-up, then the socratic mode."""
+    env = {**os.environ, "TUTOR_DATA_DIR": str(course_settings.data_dir),
+           "TUTOR_KNOWLEDGE_DIR": str(course_settings.knowledge_dir)}  # fmt: skip
+    typed = "¿Qué es RoBERTa?\n¿y quién lo desarrolló?\n/socratico\n¿qué cambió facebook al reentrenar bert?\n"
+    out = subprocess.run(
+        [sys.executable, "-m", "tutor", "chat", "--model", "none"],
+        input=typed, capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("¡Hola!"), "the welcome comes first"
+    assert out.stdout.count("**Fuentes**") >= 3 and "(§3.3.3)" in out.stdout
+    assert "Modo: socratic" in out.stdout and "Lee §3.3.3" in out.stdout
+    assert "Traceback" not in out.stderr

@@ -95,11 +95,13 @@ class Gate:
         # A short message without a subject of its own ("¿y quién lo hizo?", "y eso?") is read with the
         # previous turn; one the classifier places in another subject is a change of topic.
         vague = probs["other_subject"] < _NEW_SUBJECT and not says_thanks(window)
-        if decision.label == "off_topic" and vague and turns and len(window.split()) <= _FOLLOW_UP_WORDS:
+        # A vague "related" question ("¿y quién lo desarrolló?") may be about the course topic just discussed.
+        unsure = decision.label == "off_topic" or decision.reason == "related"
+        if unsure and vague and turns and len(window.split()) <= _FOLLOW_UP_WORDS:
             together = context_text(window, turns)
             if together != window:
                 followed, _ = self._classify(together, truncated)
-                if followed.label != "off_topic":
+                if followed.label != "off_topic" and (decision.label == "off_topic" or followed.reason == "course"):
                     decision = replace(followed, source="history")
         if self.extra is not None and decision.label != "unsafe":
             verdict = self.extra.classify(window)

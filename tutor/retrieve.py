@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Sequence
+from typing import Any
 
 from tutor.config import Settings
 from tutor.errors import BadQuery
@@ -62,15 +63,18 @@ class Retriever:
         return passages
 
 
-def search_query(question: str, history: Sequence[dict[str, str]] = ()) -> str:
+def search_query(question: str, history: Sequence[dict[str, Any]] = ()) -> str:
     """A follow-up such as "¿y en qué se diferencia de BERT?" is searched together with the previous
-    exchange (the student's question and the start of the reply); a long question stands on its own.
+    exchange (the student's question and the start of the reply); a long question stands on its own,
+    and so does one that follows a refusal or redirect, which says nothing about the topic.
     (A model-based rewrite may replace this.)"""
     if len(question.split()) > 12:
         return question
-    context = []
-    for role in ("user", "assistant"):
-        turns = [t.get("content", "") for t in history if t.get("role") == role and t.get("content", "").strip()]
-        if turns:
-            context.append(" ".join(turns[-1].split()[:40]))
-    return " ".join([*context, question])
+    turns = [t for t in history if str(t.get("content", "")).strip()]
+    replies = [i for i, t in enumerate(turns) if t.get("role") == "assistant"]
+    if replies and (turns[replies[-1]].get("meta") or {}).get("kind", "answer") not in ("answer", "hint"):
+        return question
+    end = replies[-1] if replies else len(turns)
+    asked = [t for t in turns[:end] if t.get("role") == "user"]
+    context = [t["content"] for t in asked[-1:]] + ([turns[replies[-1]]["content"]] if replies else [])
+    return " ".join([*(" ".join(c.split()[:40]) for c in context), question])
