@@ -262,15 +262,11 @@ def unsupported_numbers(text: str, sources: Sequence[str]) -> list[str]:
     ]
 
 
-def _fold_text(text: str) -> str:
-    import unicodedata
-
-    return "".join(c for c in unicodedata.normalize("NFKD", text.lower()) if not unicodedata.combining(c))
-
-
 def _found(keywords: Sequence[str], text: str) -> float:
-    folded = _fold_text(text)
-    return sum(_fold_text(k) in folded for k in keywords) / len(keywords)
+    from tutor.index import fold
+
+    folded = fold(text)
+    return sum(fold(k) in folded for k in keywords) / len(keywords)
 
 
 def _own_words(text: str) -> str:

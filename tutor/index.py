@@ -322,12 +322,12 @@ class SpanishBM25:
         from bm25s.stopwords import STOPWORDS_SPANISH
 
         self._stemmer = Stemmer.Stemmer("spanish")
-        self._stop = {_fold(w) for w in STOPWORDS_SPANISH}
+        self._stop = {fold(w) for w in STOPWORDS_SPANISH}
         self._bm25 = bm25s.BM25()
         self._bm25.index([self.tokens(t) for t in texts], show_progress=False)
 
     def tokens(self, text: str) -> list[str]:
-        words = [w for w in re.findall(r"\w+", _fold(text)) if w not in self._stop and (len(w) > 1 or w.isdigit())]
+        words = [w for w in re.findall(r"\w+", fold(text)) if w not in self._stop and (len(w) > 1 or w.isdigit())]
         return [str(s) for s in self._stemmer.stemWords(words)]
 
     def top(self, query: str, n: int) -> list[int]:
@@ -339,7 +339,7 @@ class SpanishBM25:
         return [int(i) for i in best if scores[i] > 0]
 
 
-def _fold(text: str) -> str:
+def fold(text: str) -> str:
     """Lowercase without accents: students often type 'atencion' for 'atención'."""
     return "".join(c for c in unicodedata.normalize("NFKD", text.lower()) if not unicodedata.combining(c))
 

@@ -10,14 +10,13 @@ answer (extract.py does) and never edits a sentence: it keeps or drops it.
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from tutor.index import Index
+from tutor.index import Index, fold
 from tutor.ingest import sentences as split_sentences
 from tutor.types import Passage
 
@@ -69,7 +68,7 @@ class Verifier:
             return Verdict(False, "", (), (), "language")
 
         source = "\n".join([question, *(p.chunk.text for p in passages)])
-        source_folded = _fold(source)
+        source_folded = fold(source)
         source_tokens = set(self.index.tokens(source))
         passage_vectors = [v for _, _, v in self.index.sentences_of([p.chunk.id for p in passages])]
         matrix = np.stack(passage_vectors) if passage_vectors else np.zeros((0, self.index.embedder.dim))
@@ -95,7 +94,7 @@ class Verifier:
             if not re.search(rf"(?<![\d.,]){re.escape(number)}(?![\d]|[.,]\d)", source):  # "10" is not in "2010"
                 return f"número ausente del curso: {number}"
         for name in _NAME.findall(sentence):
-            if _fold(name) not in source:
+            if fold(name) not in source:
                 return f"nombre ausente del curso: {name}"
         words = self.index.tokens(sentence)
         if words and sum(w in tokens for w in words) / len(words) < self.min_overlap:
@@ -105,17 +104,13 @@ class Verifier:
         return None
 
 
-def _fold(text: str) -> str:
-    return "".join(c for c in unicodedata.normalize("NFKD", text.lower()) if not unicodedata.combining(c))
-
-
 def _ngrams(words: list[str], n: int) -> list[tuple[str, ...]]:
     return [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
 
 
 def _is_loop(text: str) -> bool:
     """The same 4 words three times or more, or a long text made of few distinct 4-grams."""
-    grams = _ngrams(_fold(text).split(), 4)
+    grams = _ngrams(fold(text).split(), 4)
     if not grams:
         return False
     counts = Counter(grams)
@@ -124,9 +119,9 @@ def _is_loop(text: str) -> bool:
 
 def _is_echo(text: str, prompt: str, passages: Sequence[Passage], question: str) -> bool:
     """A reply that repeats the prompt's own instructions (not the course text it was given)."""
-    instructions = _fold(prompt)
+    instructions = fold(prompt)
     for part in [question, *(p.chunk.text for p in passages)]:
-        instructions = instructions.replace(_fold(part), " ")
+        instructions = instructions.replace(fold(part), " ")
     own = set(_ngrams(instructions.split(), 5))
-    grams = _ngrams(_fold(text).split(), 5)
+    grams = _ngrams(fold(text).split(), 5)
     return bool(grams) and sum(g in own for g in grams) / len(grams) > 0.3
