@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
@@ -59,6 +60,7 @@ class Plan:
     kind: str = "answer"  # answer | refusal | redirect | chitchat | not_in_course | hint | no_passages
     step: int = 0  # socratic hint ladder: 1, 2, then 3 = the full answer
     timings: dict[str, float] = field(default_factory=dict)
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)  # names the answer for feedback and analytics
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,7 @@ class Answer:
     @property
     def meta(self) -> dict[str, Any]:
         """What the conversation keeps with this reply (the socratic ladder reads it back)."""
-        return {"mode": self.plan.mode, "kind": self.plan.kind, "step": self.plan.step,
+        return {"id": self.plan.id, "mode": self.plan.mode, "kind": self.plan.kind, "step": self.plan.step,
                 "question": self.plan.query or self.plan.question, "citations": list(self.citations)}  # fmt: skip
 
 
@@ -107,6 +109,15 @@ class Tutor:
     ) -> None:
         self.settings, self.prompts, self.detector, self.gate = settings, prompts, detector, gate
         self.retriever, self.verifier, self.extractor, self.model = retriever, verifier, extractor, model
+
+    def use_index(self, index: Any) -> None:
+        """Answer from another index from the next message on (after a re-index), without a restart."""
+        from tutor.gate import Gate
+
+        self.gate = Gate.load(index, self.settings)
+        self.retriever = Retriever(index, self.settings)
+        self.verifier = Verifier(index, detect_language=self.verifier.detect_language)
+        self.extractor = Extractor(index, self.prompts)
 
     def plan(self, message: str, history: Sequence[Any] = (), mode: str = "explain") -> Plan:
         """Decide everything that does not need the model; a refusal is a value, not an exception."""
