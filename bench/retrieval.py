@@ -81,7 +81,10 @@ def main() -> None:
     cli_ingest_s = time.perf_counter() - start
 
     print(f"embedder: {embedder.name} {embedder.version} (load {load_s:.2f} s)")
-    print(f"cold ingest: {cold.chunks} chunks + {cold.sentences_embedded} sentences in {cold.seconds:.1f} s")
+    print(
+        f"cold ingest: {cold.chunks} chunks + {cold.sentences_embedded} sentences (e5)"
+        f" + {cold.use_sentences_embedded} (USE) in {cold.seconds:.1f} s"
+    )
     print(f"incremental ingest, nothing changed: {min(warm):.2f} s best, {max(warm):.2f} s worst of 3 "
           f"(target < 2 s; {cold.seconds / min(warm):.0f}x faster than cold)")  # fmt: skip
     print(f"`tutor ingest` in a new process, nothing changed: {cli_ingest_s:.2f} s wall (start-up included)")

@@ -89,7 +89,7 @@ def test_the_dev_set_is_well_formed_and_covers_every_section() -> None:
 
 def test_dev_set_retrieval_does_not_regress(retriever) -> None:
     """Measured with the same code as `tutor eval`. Issue 2's targets are hit@1 >= 0.80 and hit@5 >= 0.95;
-    this floor sits just under what the hybrid retriever measured (0.685 / 0.90), so any change that
+    this floor sits just under what the hybrid retriever measured (0.725 / 0.905), so any change that
     makes retrieval worse fails here while the targets are still being worked on."""
     from tutor.retrieve import search_query
 
@@ -99,7 +99,7 @@ def test_dev_set_retrieval_does_not_regress(retriever) -> None:
         lambda it: [p.section_id for p in retriever.search(search_query(it.question, it.history), 5)],
     )
     assert out["n"] >= 200
-    assert out["hit@5"] >= 0.88 and out["hit@1"] >= 0.66, {k: out[k] for k in ("hit@1", "hit@5", "misses@5")}
+    assert out["hit@5"] >= 0.89 and out["hit@1"] >= 0.71, {k: out[k] for k in ("hit@1", "hit@5", "misses@5")}
 
 
 def test_eval_generate_adds_answer_figures(course_settings, course_index, tmp_path: Path) -> None:

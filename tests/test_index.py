@@ -115,6 +115,14 @@ def _damage_foreign_version(settings: Settings) -> None:
     path.write_text(json.dumps(data))
 
 
+def _damage_other_use_model(settings: Settings) -> None:
+    """Sentence vectors from another USE release are not comparable with today's queries."""
+    path = settings.index_dir / "manifest.json"
+    data = json.loads(path.read_text())
+    data["use"]["version"] = "0.0.1"
+    path.write_text(json.dumps(data))
+
+
 def _damage_manifest_garbage(settings: Settings) -> None:
     (settings.index_dir / "manifest.json").write_text("{ esto no es json")
 
@@ -134,6 +142,7 @@ def _damage_empty_manifest(settings: Settings) -> None:
         _damage_truncated_sqlite,
         _damage_garbage_sqlite,
         _damage_foreign_version,
+        _damage_other_use_model,
         _damage_manifest_garbage,
         _damage_empty_manifest,
     ],

@@ -45,6 +45,14 @@ def test_two_passages_per_section_when_configured(course_index, course_settings)
     assert max(counts.values()) == 2
 
 
+def test_use_sentence_layer_ranks_every_chunk_by_its_best_sentence(course_index) -> None:
+    """The USE layer holds one vector per indexed sentence and finds a sentence's own chunk first."""
+    chunk_id, sentence, _ = course_index.sentences_of([next(iter(course_index.chunks))])[0]
+    assert course_index.use_sentences(sentence, 3)[0] == chunk_id
+    ranked = course_index.use_sentences("atención", 1000)
+    assert 0.9 * len(course_index.chunks) <= len(ranked) == len(set(ranked)) <= len(course_index.chunks)
+
+
 @pytest.mark.parametrize("junk", ["", "   \n\t ", "¿?¡!...", "\x00\x01\x02\x7f", "\ufffd\ufffd"])
 def test_a_question_without_words_is_refused_clearly(retriever, junk: str) -> None:
     with pytest.raises(BadQuery, match="pregunta"):
