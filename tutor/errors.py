@@ -56,3 +56,7 @@ class ModelServerError(ModelError):
 
 class PromptTooLong(TutorError):
     """The prompt and the reply budget do not fit in the model's context, even after shortening."""
+
+
+class StoreError(TutorError):
+    """The local feedback and analytics store cannot be read or written (locked, full, damaged)."""

@@ -62,6 +62,7 @@ class PromptLibrary:
     errors: dict[str, str] = field(default_factory=dict)  # name -> current problem with its file
     _good: dict[str, Template] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _pinned: dict[str, Template] = field(default_factory=dict)  # served instead of the file (previews)
 
     def render(self, name: str, /, **values: Any) -> str:
         """The template `name` filled with `values` (extra values are ignored)."""
@@ -76,6 +77,8 @@ class PromptLibrary:
 
     def get(self, name: str) -> Template:
         """The current good version of a template, re-read first if its file changed."""
+        if name in self._pinned:
+            return self._pinned[name]
         path = self.root / f"{name}.md"
         with self._lock:
             good = self._good.get(name)
@@ -98,6 +101,22 @@ class PromptLibrary:
             self._good[name] = template
             self.errors.pop(name, None)
             return template
+
+    def validate(self, name: str, text: str) -> Template:
+        """`text` checked as the file prompts/<name>.md would be, without writing it (the panel's editor)."""
+        return parse_template(text, name, (0.0, len(text.encode("utf-8"))))
+
+    def reload(self, name: str) -> Template:
+        """Re-read one file now, even if its timestamp looks unchanged (just saved by the panel)."""
+        with self._lock:
+            self._good.pop(name, None)
+        return self.get(name)
+
+    def with_text(self, name: str, text: str) -> PromptLibrary:
+        """A copy that serves `text` (validated) as template `name`; the file and this library are untouched."""
+        with self._lock:
+            good = dict(self._good)
+        return PromptLibrary(self.root, _good=good, _pinned={**self._pinned, name: self.validate(name, text)})
 
     def names(self) -> list[str]:
         """Every template under the folder (README.md files are documentation, not templates)."""
@@ -130,6 +149,12 @@ def load_template(path: Path, name: str) -> Template:
         raise PromptTemplateError(f"{where}: no está en UTF-8") from exc
     except OSError as exc:
         raise PromptTemplateError(f"{where}: no se puede leer ({exc.strerror})") from exc
+    return parse_template(text, name, (stat.st_mtime, stat.st_size))
+
+
+def parse_template(text: str, name: str, stamp: tuple[float, int]) -> Template:
+    """Validate a template's text; PromptTemplateError names prompts/<name>.md and the line."""
+    where = f"prompts/{name}.md"
     match = _FRONT.match(text)
     if not match:
         raise PromptTemplateError(f"{where}: line 1: falta la cabecera '---' con la lista 'variables:'")
@@ -152,4 +177,4 @@ def load_template(path: Path, name: str) -> Template:
             found = re.search(rf"\$\{{?{re.escape(identifier)}\b", body)
             line = offset + body[: found.start()].count("\n") + 1 if found else offset + 1
             raise PromptTemplateError(f"{where}: line {line}: unknown variable '{identifier}'")
-    return Template(name, tuple(variables), dict(meta), body, (stat.st_mtime, stat.st_size))
+    return Template(name, tuple(variables), dict(meta), body, stamp)
