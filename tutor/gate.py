@@ -89,7 +89,7 @@ class Gate:
         decision, probs = self._classify(window, truncated)
         turns = [
             {"role": str(t.get("role")), "content": t["content"]}
-            for t in history
+            for t in (history if isinstance(history, Sequence) and not isinstance(history, str) else ())
             if isinstance(t, Mapping) and isinstance(t.get("content"), str)
         ]
         # A short message without a subject of its own ("¿y quién lo hizo?", "y eso?") is read with the
