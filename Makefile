@@ -5,13 +5,21 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install bench check clean-index
+.PHONY: run test install bench check clean-index system-deps
 
 run: $(STAMP)
 	$(BIN)/python launch.py
 
-test: $(STAMP)
+test: $(STAMP) system-deps
 	$(BIN)/python -m pytest -q
+
+# The browser test drives Debian's chromium; the scale-out test puts nginx in front of two tutors.
+# Installed from Debian's packages when missing (root, or sudo without a password).
+SUDO := $(shell test "$$(id -u)" = 0 || echo sudo)
+system-deps:
+	@command -v chromium >/dev/null && command -v nginx >/dev/null || { \
+	  $(SUDO) apt-get install -y -q chromium nginx-light >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q chromium nginx-light >/dev/null; }; }
 
 install: $(STAMP)
 

@@ -181,3 +181,46 @@ def detector():
     from tutor.language import LanguageDetector
 
     return LanguageDetector()
+
+
+# The browser app (issue 6): the real page with the real tutor (packaged Gemma), served on loopback.
+
+INSTRUCTOR_PASSWORD = "profe-secreto-123"
+
+
+@pytest.fixture(scope="session")
+def served_app(course_settings: Settings, course_index, gemma, tmp_path_factory: pytest.TempPathFactory):
+    """(url, tutor, store, settings) of a running app; its own data folder, knowledge and prompts copies."""
+    import shutil
+
+    from pydantic import SecretStr
+
+    from tutor.pipeline import build_tutor
+    from tutor.ui import build_ui, launch, open_store
+
+    root = tmp_path_factory.mktemp("app")
+    knowledge, prompts = root / "knowledge", root / "prompts"
+    shutil.copytree(COURSE_DIR, knowledge)
+    shutil.copytree(REPO / "prompts", prompts)
+    settings = course_settings.model_copy(
+        update={
+            "data_dir": root / "data",
+            "knowledge_dir": knowledge,
+            "prompts_dir": prompts,
+            "port": _free_port(),
+            "instructor_password": SecretStr(INSTRUCTOR_PASSWORD),
+        }
+    )
+    app_tutor, notices = build_tutor(settings, model="none", index=course_index)
+    app_tutor.model = gemma
+    store, store_notices = open_store(settings)
+    app = build_ui(app_tutor, settings=settings, store=store, notices=notices + store_notices)
+    launch(app, settings, prevent_thread_lock=True, quiet=True)
+    yield f"http://127.0.0.1:{settings.port}/", app_tutor, store, settings
+    app.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -1,4 +1,5 @@
-"""Command line: tutor ingest | retrieve | eval | gate [train] | ask | chat | serve | model info|check.
+"""Command line: tutor ingest | retrieve | eval | gate [train] | ask | chat | quiz [build|eval] | serve |
+model info|check | data export|purge.
 
 Each command reads Settings, builds what it needs, and turns a TutorError into one clear line on
 stderr (exit code 2). Unexpected errors are logged with their traceback in the data folder and
@@ -95,6 +96,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model", choices=["auto", "echo", "none"], default="auto")
     p.set_defaults(run=cmd_chat)
 
+    p = sub.add_parser("quiz", help="practica con preguntas del curso; 'quiz build' y 'quiz eval' para el banco")
+    p.add_argument("action", nargs="?", choices=["build", "eval"],
+                   help="build: (re)genera el banco; eval: acuerdo de la corrección con eval/grading.jsonl; "
+                   "sin acción: un cuestionario en la terminal")  # fmt: skip
+    p.add_argument("--section", help="solo preguntas de esta sección y sus subsecciones (p. ej. 3.3)")
+    p.add_argument("--n", type=int, default=5, help="número de preguntas (por defecto 5)")
+    p.add_argument("--language", default="es", help="idioma de los textos del tutor (es, en, pt, fr, ca, it, de)")
+    p.add_argument("--rebuild", action="store_true", help="build: regenera todas las secciones")
+    p.add_argument("--tune", action="store_true", help="eval: reajusta los pesos con la parte de ajuste")
+    p.add_argument("--json", action="store_true", help="build/eval: salida JSON")
+    p.set_defaults(run=cmd_quiz)
+
     p = sub.add_parser("serve", help="abre el tutor en el navegador")
     p.add_argument("--host", default=None)
     p.add_argument("--port", type=int, default=None)
@@ -110,6 +123,15 @@ def _parser() -> argparse.ArgumentParser:
     m = actions.add_parser("check", help="carga el modelo, genera unas palabras y mide tokens/s")
     m.add_argument("--max-tokens", type=int, default=32)
     m.set_defaults(run=cmd_model_check)
+
+    p = sub.add_parser("data", help="lo que guarda el tutor (valoraciones, estadísticas): export | purge")
+    actions = p.add_subparsers(dest="data_command", metavar="ACCIÓN", required=True)
+    d = actions.add_parser("export", help="exporta todo lo guardado (JSON; CSV si el archivo acaba en .csv)")
+    d.add_argument("--out", type=Path, help="archivo de salida (por defecto, JSON en la salida estándar)")
+    d.set_defaults(run=cmd_data_export)
+    d = actions.add_parser("purge", help="borra todo lo guardado (valoraciones, preguntas, estadísticas)")
+    d.add_argument("--yes", action="store_true", help="no pide confirmación")
+    d.set_defaults(run=cmd_data_purge)
     return parser
 
 
@@ -140,8 +162,10 @@ def _settings(args: argparse.Namespace):  # -> Settings
 def cmd_ingest(args: argparse.Namespace, settings) -> int:
     from tutor.embed import load_embedder
     from tutor.index import ingest
+    from tutor.lock import holding
 
-    report = ingest(settings, load_embedder(settings), rebuild=args.rebuild, progress=not args.quiet)
+    with holding(settings.data_dir, "ingest"):  # refused while an app serves from this folder
+        report = ingest(settings, load_embedder(settings), rebuild=args.rebuild, progress=not args.quiet)
     if report.rebuilt:
         print(f"Índice reconstruido desde cero: {report.rebuilt}.")
     print(
@@ -396,13 +420,97 @@ def _answer_json(answer, *, show_prompt: bool = False) -> dict:
     return out
 
 
-def cmd_serve(args: argparse.Namespace, settings) -> int:
-    from tutor.ui import build_ui
+def cmd_quiz(args: argparse.Namespace, settings) -> int:
+    """tutor quiz build | eval | [--section S] [--n N]: the practice bank, its grading, a terminal quiz."""
+    import time
 
+    from tutor.practice import Practice, mastery, mastery_markdown
+    from tutor.quiz import build_bank
+
+    index = _index(settings, repair=True)
+    if args.action == "build":
+        bank = build_bank(index, settings.data_dir, settings.knowledge_dir, rebuild=args.rebuild)
+        sections = len({i.section for i in bank.items})
+        if args.json:
+            print(json.dumps({"items": len(bank.items), "by_type": bank.counts(), "sections": sections,
+                              "stats": bank.stats, "problems": bank.problems}, ensure_ascii=False))  # fmt: skip
+        else:
+            kinds = ", ".join(f"{k} {n}" for k, n in bank.counts().items())
+            print(f"{len(bank.items)} preguntas en {sections} secciones ({kinds}); {bank.stats['built']} secciones "
+                  f"generadas, {bank.stats['reused']} sin cambios, en {bank.stats['seconds']:.1f} s.")  # fmt: skip
+        for problem in bank.problems:
+            print(f"Aviso: {problem}", file=sys.stderr)
+        return 0
+    if args.action == "eval":
+        from tutor.grade import Grader, examples_file, load_examples, measure
+
+        started = time.perf_counter()
+        bank = build_bank(index, settings.data_dir, settings.knowledge_dir)
+        try:
+            result = measure(Grader(index), load_examples(examples_file()), {i.id: i for i in bank.items},
+                             tune=args.tune)  # fmt: skip
+        except ValueError as exc:
+            raise TutorError(f"eval/grading.jsonl: {exc}") from exc
+        result["seconds"] = round(time.perf_counter() - started, 1)
+        if args.json:
+            print(json.dumps(result, ensure_ascii=False))
+            return 0
+        for split, name in (("tune", "ajuste"), ("held", "reservada")):
+            r = result[split]
+            langs = "  ".join(f"{k} {v}" for k, v in r.items() if len(k) == 2)
+            print(f"Acuerdo con las etiquetas, parte de {name}: {r['agreement']} (n={r['n']}; {langs})")
+        if args.tune:
+            print(f"Pesos ajustados (cópielos en tutor/grade.py WEIGHTS): {json.dumps(result['weights'])}")
+        return 0
+
+    from tutor.prompts import PromptLibrary
+
+    practice = Practice.load(index, settings.data_dir, settings.knowledge_dir,
+                             PromptLibrary(Path(__file__).resolve().parent.parent / "prompts"))  # fmt: skip
+    if args.section and not practice.bank.of_section(args.section, with_children=True):
+        raise TutorError(f"No hay preguntas de la sección {args.section}. Secciones: {', '.join(practice.bank.order)}")
+    metas: list[dict] = []
+    for number in range(1, max(1, args.n) + 1):
+        item, _ = practice.next_item(metas, [], target=args.section)
+        if item is None:
+            break
+        print(f"\n{practice.ask(item, args.language, number)}\n> ", end="", flush=True)
+        line = sys.stdin.readline()
+        if not line:  # end of input (Ctrl-D, or the end of a piped file)
+            print()
+            break
+        grade = practice.grader.grade(item, line.strip())
+        print(practice.feedback(item, grade, args.language))
+        result = {"item": item.id, "section": item.section, "verdict": grade.verdict}
+        metas.append({"quiz": {"pending": {"id": item.id}, "result": result}})
+    table = mastery(metas)
+    if table:
+        print("\n" + mastery_markdown(table, args.language, titles=practice.bank.titles))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace, settings) -> int:
+    import signal
+
+    from tutor.lock import acquire
+    from tutor.ui import build_ui, launch, open_store
+
+    acquire(settings.data_dir, "serve")  # one app per data folder, held until the process ends
+    # SIGTERM (systemd, docker stop, kill) stops the app like Ctrl-C: Gradio closes its server and
+    # open files are closed by their `finally`/`with`, instead of dying between two writes.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     tutor, notices = _tutor(settings, args.model)
-    app = build_ui(tutor, notices=notices)
+
+    def shut_down(signum: int, frame: object) -> None:
+        tutor.stopping.set()  # a reply being generated ends now, with the course's sentences
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, shut_down)
+    signal.signal(signal.SIGINT, shut_down)
+    store, store_notices = open_store(settings)
+    app = build_ui(tutor, settings=settings, store=store, notices=notices + store_notices)
     print(f"Tutor en http://{settings.host}:{settings.port}  (Ctrl-C para salir)")
-    app.launch(server_name=settings.host, server_port=settings.port, share=False)
+    launch(app, settings)
     return 0
 
 
@@ -444,6 +552,41 @@ def cmd_model_check(args: argparse.Namespace, settings) -> int:
     return 0
 
 
+def cmd_data_export(args: argparse.Namespace, settings) -> int:
+    from tutor.store import Store
+
+    store = Store.open(settings)
+    if args.out is not None and args.out.suffix.lower() == ".csv":
+        text = store.export_csv()
+    else:
+        text = json.dumps(store.export(), ensure_ascii=False, indent=1) + "\n"
+    if args.out is None:
+        sys.stdout.write(text)
+        return 0
+    try:
+        args.out.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise TutorError(f"No se puede escribir «{args.out}» ({exc.strerror}).") from exc
+    print(f"Exportado a {args.out} (desde {store.path}).")
+    return 0
+
+
+def cmd_data_purge(args: argparse.Namespace, settings) -> int:
+    from tutor.store import Store
+
+    store = Store.open(settings)
+    if not args.yes:
+        if not sys.stdin.isatty():
+            print(f"Esto borra todo lo guardado en {store.path}. Repita con --yes para confirmarlo.", file=sys.stderr)
+            return 1
+        if input(f"¿Borrar todo lo guardado en {store.path}? [s/N] ").strip().lower() not in ("s", "si", "sí", "y"):
+            print("No se borró nada.")
+            return 1
+    counts = store.purge()
+    print(f"Borrado: {counts['answers']} respuestas y {counts['feedback']} valoraciones ({store.path}).")
+    return 0
+
+
 def _retriever(settings, *, repair: bool = False):
     from tutor.retrieve import Retriever
 
@@ -454,19 +597,22 @@ def _index(settings, *, repair: bool = False):
     """Open the index; build it the first time. With repair, a damaged index is rebuilt too."""
     from tutor.embed import load_embedder
     from tutor.index import Index, ingest
+    from tutor.lock import holding
 
     embedder = load_embedder(settings)
     first_time = not (settings.index_dir / "manifest.json").exists()
     try:
         if first_time:
             print("Primera ejecución: construyendo el índice del curso…", file=sys.stderr)
-            ingest(settings, embedder)
+            with holding(settings.data_dir, "ingest"):
+                ingest(settings, embedder)
         return Index.open(settings, embedder)
     except IndexNotReady as exc:
         if not repair:
             raise
         print(f"Aviso: {exc}\nReconstruyendo el índice…", file=sys.stderr)
-        ingest(settings, embedder, rebuild=True)
+        with holding(settings.data_dir, "ingest"):  # never under a running app's feet
+            ingest(settings, embedder, rebuild=True)
         return Index.open(settings, embedder)
 
 

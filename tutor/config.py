@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 import platformdirs
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -37,6 +37,10 @@ class Settings(BaseSettings):
         default_factory=_default_knowledge_dir,
         description="Folder of course material (.md, .txt, .pdf) that the tutor answers from.",
     )
+    prompts_dir: Path = Field(
+        default_factory=lambda: PROJECT_DIR / "prompts",
+        description="Folder of the instructor's templates (every text the tutor says or sends to a model).",
+    )
     embedder: str = Field(
         default="e5",
         description="'e5' for the packaged multilingual-e5-small, or the path of a local "
@@ -57,6 +61,13 @@ class Settings(BaseSettings):
         default=30, ge=5, le=500, description="Candidates taken from each of BM25 and dense before fusion."
     )
     rrf_k: int = Field(default=20, ge=1, description="Reciprocal-rank fusion constant (20 beat 60 on eval/dev.jsonl).")
+    use_weight: float = Field(
+        default=0.5,
+        ge=0.0,
+        le=4.0,
+        description="Weight in the fusion of the USE sentence ranking (BM25, e5 chunks and e5 sentences weigh "
+        "1). 0.5 helped both halves of eval/dev.jsonl, 1 did not; 0 ignores it (it is still indexed).",
+    )
     chunk_words: int = Field(default=120, ge=20, le=400, description="Target words per chunk.")
     chunk_overlap: int = Field(default=20, ge=0, le=100, description="Words shared by consecutive chunks.")
     max_query_chars: int = Field(
@@ -64,6 +75,11 @@ class Settings(BaseSettings):
     )
     host: str = Field(default="127.0.0.1", description="Address the web app listens on.")
     port: int = Field(default=7860, ge=1, le=65535, description="Port of the web app.")
+    max_students: int = Field(
+        default=64, ge=1, le=1000,
+        description="Conversations answered at once by the web app; the model still serves one at a time, in "
+        "arrival order, while the others read the course's sentences and their place in the queue.",
+    )  # fmt: skip
 
     # Generation (issue 3). `gguf`, not `model_path`: pydantic reserves the model_ prefix.
     gguf: Path | None = Field(
@@ -109,6 +125,12 @@ class Settings(BaseSettings):
         default=2, ge=0, le=10, description="Retries when the server refuses or times out before answering."
     )
 
+    chroma_url: str | None = Field(
+        default=None,
+        description="URL of a `chroma run` server (http://host:port) holding the course vectors, shared by "
+        "several front ends; None = the embedded Chroma folder in <data_dir>/index/chroma.",
+    )
+
     # The gate (issue 4).
     gate_model_dir: Path | None = Field(
         default=None,
@@ -132,6 +154,26 @@ class Settings(BaseSettings):
         description="A mapped label with at least this probability makes a message unsafe.",
     )
 
+    # The local store and the instructor panel (issues 6 and 8).
+    store_questions: bool = Field(
+        default=True,
+        description="Keep each question's text in the local store (tutor.sqlite3); false keeps only counts. "
+        "No student identity is ever stored.",
+    )
+    store_max_mb: float = Field(
+        default=200.0, gt=0, description="Largest size of the local store; past it new events are reported, not kept."
+    )
+    instructor_password: SecretStr | None = Field(
+        default=None, description="Password of the instructor panel; None (the default) = no panel."
+    )
+    upload_max_mb: float = Field(
+        default=5.0, gt=0, le=500, description="Largest course file an instructor may upload in the panel."
+    )
+
     @property
     def index_dir(self) -> Path:
         return self.data_dir / "index"
+
+    @property
+    def store_path(self) -> Path:
+        return self.data_dir / "tutor.sqlite3"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -19,7 +20,7 @@ from typing import Any, Literal, Protocol
 
 from tutor.chat import ChatModel, Prompt, fit_prompt
 from tutor.config import Settings
-from tutor.errors import TutorError
+from tutor.errors import BadQuery, TutorError
 from tutor.extract import Extractor
 from tutor.prompts import PromptLibrary
 from tutor.retrieve import Retriever, search_query
@@ -28,8 +29,8 @@ from tutor.verify import Verifier
 
 log = logging.getLogger("tutor")
 
-Mode = Literal["explain", "socratic"]
-MODES: tuple[str, ...] = ("explain", "socratic")
+Mode = Literal["explain", "socratic", "practice"]
+MODES: tuple[str, ...] = ("explain", "socratic", "practice")
 Turn = dict[str, Any]  # {"role": "user" | "assistant", "content": str, optional "meta": {...}}
 _GIVE_UP = re.compile(
     r"\b(dame la respuesta|no (lo )?s[eé]|me rindo|give me the answer|i don'?t know|i give up|"
@@ -59,6 +60,7 @@ class Plan:
     reply: str | None = None  # a reply decided without the model (refusal, redirect, hint)
     kind: str = "answer"  # answer | refusal | redirect | chitchat | not_in_course | hint | no_passages
     step: int = 0  # socratic hint ladder: 1, 2, then 3 = the full answer
+    quiz: dict[str, Any] = field(default_factory=dict)  # practice: {pending, result, review, number} (practice.py)
     timings: dict[str, float] = field(default_factory=dict)
     id: str = field(default_factory=lambda: uuid.uuid4().hex)  # names the answer for feedback and analytics
 
@@ -81,8 +83,10 @@ class Answer:
     @property
     def meta(self) -> dict[str, Any]:
         """What the conversation keeps with this reply (the socratic ladder reads it back)."""
-        return {"id": self.plan.id, "mode": self.plan.mode, "kind": self.plan.kind, "step": self.plan.step,
-                "question": self.plan.query or self.plan.question, "citations": list(self.citations)}  # fmt: skip
+        plan = self.plan
+        return {"id": plan.id, "language": plan.language, "mode": plan.mode, "kind": plan.kind, "step": plan.step,
+                "question": plan.query or plan.question, "citations": list(self.citations),
+                **({"quiz": plan.quiz} if plan.quiz else {})}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,8 @@ class Tutor:
     ) -> None:
         self.settings, self.prompts, self.detector, self.gate = settings, prompts, detector, gate
         self.retriever, self.verifier, self.extractor, self.model = retriever, verifier, extractor, model
+        self.stopping = threading.Event()  # set when the app shuts down: every generation ends at its next token
+        self._practice = self._practice_factory(retriever.index)
 
     def use_index(self, index: Any) -> None:
         """Answer from another index from the next message on (after a re-index), without a restart."""
@@ -118,16 +124,39 @@ class Tutor:
         self.retriever = Retriever(index, self.settings)
         self.verifier = Verifier(index, detect_language=self.verifier.detect_language)
         self.extractor = Extractor(index, self.prompts)
+        self._practice = self._practice_factory(index)
 
-    def plan(self, message: str, history: Sequence[Any] = (), mode: str = "explain") -> Plan:
-        """Decide everything that does not need the model; a refusal is a value, not an exception."""
+    def with_prompts(self, prompts: PromptLibrary) -> Tutor:
+        """A tutor sharing everything but its templates: the instructor panel previews an unsaved edit."""
+        import copy
+
+        trial = copy.copy(self)
+        trial.prompts, trial.extractor = prompts, Extractor(self.retriever.index, prompts)
+        return trial
+
+    def plan(self, message: str, history: Sequence[Any] = (), mode: str = "explain",
+             mastery: dict[str, Any] | None = None) -> Plan:  # fmt: skip
+        """Decide everything that does not need the model; a refusal is a value, not an exception.
+
+        Args:
+            mastery: practice mode only: the mastery dict kept from earlier sessions (practice.mastery()).
+        """
         started = time.perf_counter()
+        if not isinstance(message, str):
+            raise BadQuery(f"El mensaje debe ser texto (llegó {type(message).__name__}): escriba una pregunta.")
         turns = clean_history(history)
         mode = mode if mode in MODES else "explain"
         language = self.detector.detect(message, turns)
         decision = self.gate.check(message, language, turns)
         timings = {"gate_ms": _ms(started)}
         plan = Plan(message, turns, mode, language, decision, timings=timings)
+        if mode == "practice" and decision.label != "unsafe":
+            # An answer to the pending question ("BERT", "verdadero") is graded, never sent off topic.
+            from tutor.practice import pending
+
+            metas = [t.get("meta") or {} for t in turns if t["role"] == "assistant"]
+            if pending(metas) is not None or decision.reason != "other_subject":
+                return self._practice_plan(plan, mastery)
         if decision.label != "on_topic" or decision.reason == "related":
             return self._without_course(plan)
 
@@ -146,8 +175,11 @@ class Tutor:
             return plan
         return replace(plan, prompt=self._prompt(plan))
 
-    def answer(self, plan: Plan) -> Iterator[Reply]:
-        """Stream the reply: the course's sentences first, then the verified answer (or keep them)."""
+    def answer(self, plan: Plan, cancel: threading.Event | None = None) -> Iterator[Reply]:
+        """Stream the reply: the course's sentences first, then the verified answer (or keep them).
+
+        Setting `cancel` stops generation at the next token and frees the model; the course's
+        sentences stay the answer."""
         # Timings count from the message's arrival: planning (gate, retrieval) is part of the wait.
         started = time.perf_counter() - sum(plan.timings.values()) / 1000
         if plan.reply is not None:
@@ -161,7 +193,7 @@ class Tutor:
         if plan.prompt is None or self.model is None:
             notice = ""
         else:
-            generated, ttft, notice = self._generate(plan.prompt)
+            generated, ttft, notice = self._generate(plan.prompt, cancel, plan.language)
             if ttft is not None:
                 timings["ttft_ms"] = ttft
             if generated:
@@ -183,24 +215,45 @@ class Tutor:
     def render(self, answer: Answer) -> str:
         """The visible reply: the answer, a check question, then the sources with their titles."""
         plan = answer.plan
-        parts = [answer.text]
+        parts = [inert(answer.text)]  # course text and model text alike: shown, never executed
         if answer.notice:
-            parts.append(f"_{answer.notice}_")
+            parts.append(f"_{inert(answer.notice)}_")
         if plan.kind == "answer" and plan.mode == "explain" and plan.passages:
             top = plan.passages[0]
             parts.append(self.prompts.reply("check_question", plan.language,
-                                            term=top.chunk.section_title, section=top.section_id))  # fmt: skip
+                                            term=inert(top.chunk.section_title), section=top.section_id))  # fmt: skip
         if plan.passages and plan.kind in ("answer", "hint"):
             heading = self.prompts.reply("sources_heading", plan.language)
-            sources = "\n".join(f"- {p.citation()}" for p in plan.passages)
+            # Each source as an inline code span: a chip in the browser, plain in a terminal.
+            sources = " ".join(f"`{p.citation().replace('`', chr(39))}`" for p in plan.passages)
             parts.append(f"**{heading}**\n{sources}")
             # The passages themselves, folded: the student can always read what the answer rests on.
             excerpts = "\n\n".join(
-                f"> **§{p.section_id}** " + "\n> ".join(p.chunk.text.splitlines()) for p in plan.passages
+                f"> **§{inert(p.section_id)}** " + "\n> ".join(inert(p.chunk.text).splitlines()) for p in plan.passages
             )
             summary = self.prompts.reply("excerpts_heading", plan.language)
             parts.append(f"<details><summary>{summary}</summary>\n\n{excerpts}\n\n</details>")
         return "\n\n".join(parts)
+
+    def _practice_plan(self, plan: Plan, mastery: dict[str, Any] | None) -> Plan:
+        """Practice: grade the answer to the pending question, then ask the next one (practice.py)."""
+        started = time.perf_counter()
+
+        def search(text: str) -> str | None:
+            if plan.gate.label != "on_topic":
+                return None
+            found = self.retriever.search(text, 1)
+            return found[0].section_id if found else None
+
+        turn = self._practice.get().step(plan.question, plan.history, plan.language, search=search, previous=mastery)
+        timings = {**plan.timings, "practice_ms": _ms(started)}
+        return replace(plan, kind=turn.kind, reply=turn.text, quiz=turn.quiz, timings=timings)
+
+    def _practice_factory(self, index: Any) -> Any:
+        from tutor.practice import LazyPractice, Practice
+
+        settings, prompts = self.settings, self.prompts
+        return LazyPractice(lambda: Practice.load(index, settings.data_dir, settings.knowledge_dir, prompts))
 
     def _without_course(self, plan: Plan) -> Plan:
         """Refusals, redirects and chitchat: a templated reply in the student's language."""
@@ -254,22 +307,29 @@ class Tutor:
 
         return fit_prompt(self.model, render_chat, droppable, reply_tokens=self.settings.max_tokens).prompt
 
-    def _generate(self, prompt: Prompt) -> tuple[str, float | None, str]:
+    def _generate(
+        self, prompt: Prompt, cancel: threading.Event | None = None, language: str = "es"
+    ) -> tuple[str, float | None, str]:
         """(text, ms to first token, notice). A failing model never takes the answer down with it."""
         assert self.model is not None
         started, ttft, pieces = time.perf_counter(), None, []
+        stop = _either(cancel, self.stopping)
+        if stop.is_set():  # stopped while waiting for the model
+            return "", None, self.prompts.reply("stopped", language)
         stream = self.model.stream(prompt, max_tokens=self.settings.max_tokens)
         try:
             for delta in stream:
                 if ttft is None:
                     ttft = _ms(started)
                 pieces.append(delta)
+                if stop.is_set():
+                    return "", ttft, self.prompts.reply("stopped", language)
         except TutorError as exc:
             log.warning("generation failed: %s", exc)
             return "", ttft, str(exc)
         except Exception:
             log.exception("generation failed")
-            return "", ttft, self.prompts.reply("error", "es")
+            return "", ttft, self.prompts.reply("error", language)
         finally:
             close = getattr(stream, "close", None)
             if close:
@@ -323,6 +383,12 @@ def _key_terms(text: str, question_tokens: Sequence[str]) -> list[str]:
     return seen[:3]
 
 
+def inert(text: str) -> str:
+    """Text shown as Markdown that cannot become HTML, an image or a link: a knowledge file or a model
+    may contain `<script>`, `![x](http://…)` or `[x](javascript:…)`. Rendered, it reads the same."""
+    return text.replace("\\", "\\\\").replace("[", "\\[").replace("<", "&lt;")
+
+
 def _context(passages: Sequence[Passage]) -> str:
     return "\n\n".join(f"[{p.citation()}]\n{p.chunk.text}" for p in passages)
 
@@ -338,6 +404,16 @@ def _prompt_text(prompt: Prompt) -> str:
     return "\n".join(m.content for m in prompt.messages)
 
 
+class _either:
+    """Set when either event is set: the student's stop button, or the app shutting down."""
+
+    def __init__(self, first: threading.Event | None, second: threading.Event) -> None:
+        self.events = (first, second) if first is not None else (second,)
+
+    def is_set(self) -> bool:
+        return any(event.is_set() for event in self.events)
+
+
 def _ms(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 1)
 
@@ -348,7 +424,6 @@ def build_tutor(settings: Settings, *, model: str = "auto", index: Any = None) -
     Args:
         model: "auto" (TUTOR_GGUF, a server, or the packaged Gemma), "echo" (UI work), "none" (extractive only).
     """
-    from pathlib import Path
 
     from tutor.embed import load_embedder
     from tutor.gate import Gate
@@ -356,7 +431,7 @@ def build_tutor(settings: Settings, *, model: str = "auto", index: Any = None) -
     from tutor.language import LanguageDetector
 
     notices: list[str] = []
-    prompts = PromptLibrary(Path(__file__).resolve().parent.parent / "prompts")
+    prompts = PromptLibrary(settings.prompts_dir)
     notices += prompts.check()
     if index is None:
         index = Index.open(settings, load_embedder(settings))
