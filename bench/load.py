@@ -7,8 +7,9 @@
 For each N it starts `tutor serve` on a free loopback port with a prepared data folder, then runs N
 threads, each with its own gradio_client Client, holding conversations until the time is up: a
 course question, a follow-up with the history, one off-topic message, and a thumbs-down with a
-comment on the conversation's first answer as soon as it arrives (the "/feedback" endpoint). No new message starts after the deadline;
-those in flight are waited for, so "sent = answered + errors" shows whether anything was lost.
+comment on the conversation's first answer as soon as it arrives (the "/feedback" endpoint). No new
+message starts after the deadline; those in flight are waited for, so "sent = answered + errors"
+shows whether anything was lost.
 
 Figures per N: messages sent / answered, errors, Gradio queue wait (submit -> PROCESSING), time to
 the first visible text (the course's own sentences, shown before the model's turn), total latency

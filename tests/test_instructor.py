@@ -242,6 +242,7 @@ def test_analytics_and_csv_export(panel) -> None:
     c = client(panel)
     summary, chart, gates, downs = c.predict("", "", api_name="/instructor_analytics")
     assert summary.startswith("3 respuestas en el periodo")
+    chart = chart.get("value", chart)  # an update: the bars, with the axis from zero
     assert chart["data"] == [["§3.3.3 RoBERTa y sus Mejoras Respecto a BERT", 1], ["§4.3.1 ¿Qué es RAG?", 1]]
     assert sum(row[2] for row in gates["data"]) == 3
     assert downs["data"][0][1:3] == ["¿Qué es RAG?", "Falta un ejemplo"]

@@ -468,7 +468,10 @@ def build_instructor_tab(
             summary = (f"{figures.answers} respuestas en el periodo · pulgar arriba {figures.thumbs_up}, "
                        f"abajo {len(figures.thumbs_down)} · respuestas citadas del curso (el texto del modelo "
                        f"no se verificó o no hubo modelo): {share}")  # fmt: skip
-            return {analytics_status: summary, chart: bars, gate_table: gates, down_table: downs}
+            # Bars start at zero: with Gradio's automatic axis a section asked once had no visible bar.
+            top = int(bars["Preguntas"].max()) if len(bars) else 1
+            chart_update = gr.update(value=bars, y_lim=[0, top])
+            return {analytics_status: summary, chart: chart_update, gate_table: gates, down_table: downs}
 
         @panel(analytics_status)
         def export_csv(session: str, start: str, end: str) -> Any:

@@ -243,31 +243,36 @@ def build_ui(tutor: Tutor, *, settings: Any = None, store: Any = None, notices: 
         turns = gr.State([])
         baseline = gr.State({})  # mastery from earlier sessions in this browser
         kept = gr.BrowserState({}, storage_key="tutor-mastery")  # localStorage: survives a reload, no account
-        with gr.Tab(i18n("conversation")):
-            mode = gr.Radio(modes, value="explain", label=i18n("mode"), info=i18n("mode_help"),
-                            elem_id="tutor-mode")  # fmt: skip
-            chatbot = gr.Chatbot(
-                label=i18n("conversation"), elem_id="tutor-chat", height=520, placeholder=intro,
-                examples=[{"text": s} for s in suggestions], sanitize_html=True,
-                feedback_options=("Like", "Dislike"), buttons=["copy"],
-            )  # fmt: skip
-            live = gr.HTML("", elem_id="tutor-live", elem_classes="sr-only")
-            with gr.Row():
-                box = gr.Textbox(label=i18n("question"), placeholder=i18n("placeholder"), scale=8,
-                                 max_lines=6, autofocus=True, elem_id="tutor-question")  # fmt: skip
-                send = gr.Button(i18n("send"), variant="primary", scale=1, elem_id="tutor-send")
-                halt = gr.Button(i18n("stop"), variant="stop", scale=1, elem_id="tutor-stop")
-            with gr.Row(visible=False) as comment_row:
-                answer_id = gr.State("")
-                comment_box = gr.Textbox(label=i18n("comment"), scale=8, max_lines=4, elem_id="tutor-comment")
-                comment_send = gr.Button(i18n("comment_send"), scale=1)
-            status = gr.Markdown("", elem_id="tutor-status")
-            with gr.Accordion(i18n("mastery"), open=False, elem_id="tutor-progress-panel"):
-                progress = gr.Markdown("", elem_id="tutor-progress")
-            with gr.Row():
-                fresh = gr.Button(i18n("new"), elem_id="tutor-new")
-                download = gr.DownloadButton(i18n("download"), interactive=False, elem_id="tutor-download")
-            gr.Markdown(_footer(tutor), elem_id="tutor-footer")
+        with gr.Tabs():
+            with gr.Tab(i18n("conversation")):
+                mode = gr.Radio(modes, value="explain", label=i18n("mode"), info=i18n("mode_help"),
+                                elem_id="tutor-mode")  # fmt: skip
+                chatbot = gr.Chatbot(
+                    label=i18n("conversation"), elem_id="tutor-chat", height=520, placeholder=intro,
+                    examples=[{"text": s} for s in suggestions], sanitize_html=True,
+                    feedback_options=("Like", "Dislike"), buttons=["copy"],
+                )  # fmt: skip
+                live = gr.HTML("", elem_id="tutor-live", elem_classes="sr-only")
+                with gr.Row():
+                    box = gr.Textbox(label=i18n("question"), placeholder=i18n("placeholder"), scale=8,
+                                     max_lines=6, autofocus=True, elem_id="tutor-question")  # fmt: skip
+                    send = gr.Button(i18n("send"), variant="primary", scale=1, elem_id="tutor-send")
+                    halt = gr.Button(i18n("stop"), variant="stop", scale=1, elem_id="tutor-stop")
+                with gr.Row(visible=False) as comment_row:
+                    answer_id = gr.State("")
+                    comment_box = gr.Textbox(label=i18n("comment"), scale=8, max_lines=4, elem_id="tutor-comment")
+                    comment_send = gr.Button(i18n("comment_send"), scale=1)
+                status = gr.Markdown("", elem_id="tutor-status")
+                with gr.Accordion(i18n("mastery"), open=False, elem_id="tutor-progress-panel"):
+                    progress = gr.Markdown("", elem_id="tutor-progress")
+                with gr.Row():
+                    fresh = gr.Button(i18n("new"), elem_id="tutor-new")
+                    download = gr.DownloadButton(i18n("download"), interactive=False, elem_id="tutor-download")
+            if settings is not None and getattr(settings, "instructor_password", None):
+                from tutor.instructor import build_instructor_tab
+
+                build_instructor_tab(tutor, settings, store)  # a sibling tab, behind its login
+        gr.Markdown(_footer(tutor), elem_id="tutor-footer")
 
         outputs = [chatbot, turns, box, live, download, progress, kept]
         students = getattr(settings, "max_students", 64)
@@ -296,22 +301,17 @@ def build_ui(tutor: Tutor, *, settings: Any = None, store: Any = None, notices: 
             """Store a thumbs up ("up") or down ("down") on the answer with this id, with a comment."""
             return conversation.feedback(answer_id, rating, comment)
 
-        api_message, api_mode, api_history = (
-            gr.Textbox(visible=False),
-            gr.Textbox(visible=False),
-            gr.JSON(visible=False),
-        )
-        api_reply, api_turns = gr.Textbox(visible=False), gr.JSON(visible=False)
+        # Mode and history have defaults: `predict(message, api_name="/chat")` starts a conversation.
+        api_message = gr.Textbox(visible=False, label="message")
+        api_mode = gr.Textbox("explain", visible=False, label="mode")
+        api_history = gr.JSON([], visible=False, label="history")
+        api_reply, api_turns = gr.Textbox(visible=False, label="reply"), gr.JSON(visible=False, label="turns")
         api_button = gr.Button(visible=False)
         api_button.click(chat, [api_message, api_mode, api_history], [api_reply, api_turns], api_name="chat",
                          concurrency_limit=students, concurrency_id="chat")  # fmt: skip
         gr.api(feedback, api_name="feedback")
         app.load(restore, [kept], [baseline, progress], api_visibility="private", queue=False)
 
-        if settings is not None and getattr(settings, "instructor_password", None):
-            from tutor.instructor import build_instructor_tab
-
-            build_instructor_tab(tutor, settings, store)
     app.tutor_i18n = i18n
     app.tutor_css = _CSS
     return app
