@@ -105,7 +105,8 @@ def test_html_in_a_message_stays_inert_and_feedback_is_kept(page, served_app) ->
     page.locator("#tutor-chat").get_by_role("button", name="No me gusta").last.click()
     page.get_by_label("¿Qué faltó o qué estaba mal? (opcional)").fill("no entendí la respuesta")
     page.get_by_role("button", name="Enviar comentario").click()
-    page.get_by_text("Gracias").first.wait_for(timeout=30_000)
+    page.locator("#tutor-comment").wait_for(state="hidden", timeout=30_000)  # the comment is in
+    assert "Gracias" in page.locator("#tutor-status").inner_text()
     assert any(r["comment"] == "no entendí la respuesta" for r in served_app[2].analytics().thumbs_down)
     page.locator("#tutor-new").click()
     page.get_by_text("¿Cómo funciona RAG y para qué sirve?").wait_for(timeout=30_000)
@@ -187,3 +188,28 @@ def test_practice_mode_grades_an_answer_and_shows_progress_that_survives_a_reloa
     page.wait_for_selector("#tutor-chat")
     page.locator("#tutor-progress-panel").get_by_text("Tu progreso por sección").click()
     page.wait_for_function("() => (document.querySelector('#tutor-progress')?.innerText || '').includes('§3.3')")
+
+
+CONTRAST = """() => {
+  const lum = c => { const [r, g, b] = c.match(/[\\d.]+/g).slice(0, 3).map(v => v / 255)
+      .map(v => v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4);
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b; };
+  const background = el => { for (; el; el = el.parentElement) { const c = getComputedStyle(el).backgroundColor;
+      if (c && !c.startsWith('rgba(0, 0, 0, 0)') && !c.endsWith(', 0)')) return c; } return 'rgb(255, 255, 255)'; };
+  const worst = [];
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  while (walker.nextNode()) {
+    const el = walker.currentNode.parentElement; const text = walker.currentNode.textContent.trim();
+    if (!text || !el || el.offsetParent === null || el.closest('.sr-only, [aria-hidden=true]')) continue;
+    if (el.closest('#tutor-question') && el.tagName === 'TEXTAREA') continue;
+    const a = lum(getComputedStyle(el).color), b = lum(background(el));
+    const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+    if (ratio < 4.5) worst.push([text.slice(0, 40), Math.round(ratio * 100) / 100]);
+  }
+  return worst;
+}"""
+
+
+def test_text_contrast_meets_wcag_aa(page) -> None:
+    """Every visible text of the page against its background: at least 4.5:1 (WCAG 2 AA, normal text)."""
+    assert page.evaluate(CONTRAST) == []

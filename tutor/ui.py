@@ -31,6 +31,11 @@ _CSS = """
 .sr-only {position:absolute;width:1px;height:1px;padding:0;margin:-1px;overflow:hidden;clip:rect(0,0,0,0);border:0}
 #tutor-chat code {border-radius:1em;padding:0.1em 0.6em;font-family:inherit}
 #tutor-footer {font-size:0.85rem}
+/* WCAG AA (4.5:1, tests/test_browser.py): the default theme's orange, red and grey text are lighter */
+.gradio-container {--color-accent:#c2410c; --button-primary-background-fill:#c2410c;
+  --button-primary-background-fill-hover:#9a3412; --button-cancel-background-fill:#b91c1c;
+  --button-cancel-background-fill-hover:#991b1b; --block-info-text-color:#4b5563;
+  --button-primary-text-color:#ffffff; --button-cancel-text-color:#ffffff}
 """
 
 
