@@ -293,7 +293,7 @@ def cmd_gate(args: argparse.Namespace, settings) -> int:
     if not decision.allowed:
         from tutor.prompts import PromptLibrary
 
-        prompts = PromptLibrary(Path(__file__).resolve().parent.parent / "prompts")
+        prompts = PromptLibrary(settings.prompts_dir)
         sections = ", ".join(f"§{s}" for s in decision.nearest)
         try:
             reply = prompts.reply(decision.reason, language, sections=sections)
@@ -465,8 +465,8 @@ def cmd_quiz(args: argparse.Namespace, settings) -> int:
 
     from tutor.prompts import PromptLibrary
 
-    practice = Practice.load(index, settings.data_dir, settings.knowledge_dir,
-                             PromptLibrary(Path(__file__).resolve().parent.parent / "prompts"))  # fmt: skip
+    prompts = PromptLibrary(settings.prompts_dir)
+    practice = Practice.load(index, settings.data_dir, settings.knowledge_dir, prompts)
     if args.section and not practice.bank.of_section(args.section, with_children=True):
         raise TutorError(f"No hay preguntas de la sección {args.section}. Secciones: {', '.join(practice.bank.order)}")
     metas: list[dict] = []
@@ -485,7 +485,7 @@ def cmd_quiz(args: argparse.Namespace, settings) -> int:
         metas.append({"quiz": {"pending": {"id": item.id}, "result": result}})
     table = mastery(metas)
     if table:
-        print("\n" + mastery_markdown(table, args.language, titles=practice.bank.titles))
+        print("\n" + mastery_markdown(table, args.language, prompts=prompts, titles=practice.bank.titles))
     return 0
 
 

@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from tutor.config import PROJECT_DIR
 from tutor.grade import Grade, Grader, option_label
 from tutor.prompts import PromptLibrary
 from tutor.quiz import Bank, Item, build_bank
@@ -295,7 +296,7 @@ def mastery_markdown(table: Mapping[str, Mapping[str, Any]], language: str, *, p
     """The mastery table as Markdown in the student's language ('' when nothing was practised)."""
     if not table:
         return ""
-    prompts = prompts or PromptLibrary(Path(__file__).resolve().parent.parent / "prompts")
+    prompts = prompts or PromptLibrary(PROJECT_DIR / "prompts")
     lines = [prompts.reply("quiz_mastery", language)]
     for section, row in table.items():
         title = f" {titles[section]}" if titles and section in titles else ""

@@ -212,7 +212,7 @@ def build_ui(tutor: Tutor, *, settings: Any = None, store: Any = None, notices: 
     def progress_of(turns: list, baseline: dict) -> tuple[dict, str]:
         """This browser's mastery: earlier sessions (kept in the browser) plus this conversation."""
         table = mastery([t.get("meta") or {} for t in turns if isinstance(t, dict)], previous=baseline or {})
-        titles = {c.section_id: c.section_title for c in tutor.retriever.index.chunk_vectors()[0]} if table else {}
+        titles = {c.section_id: c.section_title for c in tutor.retriever.index.chunks.values()} if table else {}
         return table, mastery_markdown(table, _language(turns), prompts=tutor.prompts, titles=titles)
 
     def restore(kept: dict):
