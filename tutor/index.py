@@ -109,16 +109,14 @@ def ingest(settings: Settings, embedder: Embedder, *, rebuild: bool = False, pro
         stores = _open_collections(index_dir, embedder, create=True, url=settings.chroma_url)
     except _Damaged as exc:
         report.rebuilt = f"el almacén de vectores estaba dañado ({exc})"
-        _remove_store(index_dir, settings.chroma_url)
-        stores = _open_collections(index_dir, embedder, create=True, url=settings.chroma_url)
+        stores = _start_over(index_dir, embedder, settings.chroma_url)
     meta = stores[0].metadata or {}
     use = sentence_embedder()
     stored_models = tuple(meta.get(k) for k in ("embedder", "embedder_version", "use", "use_version"))
     if stored_models != (embedder.name, embedder.version, use.name, use.version):
         if stores[0].count():
             report.rebuilt = f"cambió el modelo de embeddings ({meta.get('embedder')} → {embedder.name})"
-            _remove_store(index_dir, settings.chroma_url)
-            stores = _open_collections(index_dir, embedder, create=True, url=settings.chroma_url)
+            stores = _start_over(index_dir, embedder, settings.chroma_url)
 
     # 3. Sync both layers against what Chroma really holds (a run may have been interrupted).
     from tqdm import tqdm
@@ -468,6 +466,12 @@ def _chroma_client(chroma_dir: Path, url: str | None) -> Any:
     return chromadb.PersistentClient(
         path=str(chroma_dir), settings=ChromaSettings(anonymized_telemetry=False, allow_reset=True)
     )
+
+
+def _start_over(index_dir: Path, embedder: Embedder, url: str | None) -> tuple[Any, Any, Any]:
+    """Empty collections in place of damaged ones or of another embedder's."""
+    _remove_store(index_dir, url)
+    return _open_collections(index_dir, embedder, create=True, url=url)
 
 
 def _remove_store(index_dir: Path, url: str | None = None) -> None:

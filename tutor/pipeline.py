@@ -14,7 +14,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
@@ -313,8 +313,8 @@ class Tutor:
         """(text, ms to first token, notice). A failing model never takes the answer down with it."""
         assert self.model is not None
         started, ttft, pieces = time.perf_counter(), None, []
-        stop = _either(cancel, self.stopping)
-        if stop.is_set():  # stopped while waiting for the model
+        stopped = _stopper(cancel, self.stopping)
+        if stopped():  # stopped while waiting for the model
             return "", None, self.prompts.reply("stopped", language)
         stream = self.model.stream(prompt, max_tokens=self.settings.max_tokens)
         try:
@@ -322,7 +322,7 @@ class Tutor:
                 if ttft is None:
                     ttft = _ms(started)
                 pieces.append(delta)
-                if stop.is_set():
+                if stopped():
                     return "", ttft, self.prompts.reply("stopped", language)
         except TutorError as exc:
             log.warning("generation failed: %s", exc)
@@ -404,14 +404,10 @@ def _prompt_text(prompt: Prompt) -> str:
     return "\n".join(m.content for m in prompt.messages)
 
 
-class _either:
-    """Set when either event is set: the student's stop button, or the app shutting down."""
-
-    def __init__(self, first: threading.Event | None, second: threading.Event) -> None:
-        self.events = (first, second) if first is not None else (second,)
-
-    def is_set(self) -> bool:
-        return any(event.is_set() for event in self.events)
+def _stopper(cancel: threading.Event | None, stopping: threading.Event) -> Callable[[], bool]:
+    """True once the student pressed stop or the app is shutting down."""
+    events = (stopping,) if cancel is None else (cancel, stopping)
+    return lambda: any(event.is_set() for event in events)
 
 
 def _ms(started: float) -> float:
