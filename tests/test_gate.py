@@ -63,6 +63,22 @@ def test_labels_and_reasons(gate, text: str, label: str, reason: str | None) -> 
     assert 0.0 <= decision.score <= 1.0 and decision.allowed == (label == "on_topic")
 
 
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("¿qué es LoRA y cómo reduce los parámetros entrenables?", "related"),  # close in words, absent by name
+        ("How does a BPE tokenizer split words?", "related"),
+        ("qué tareas de PLN resuelve BERT?", "course"),  # the course says NLP
+        ("VAE vs GAN, como genera cada uno?", "course"),  # the course says VAEs and GANs
+        ("QUE ES BERT Y PARA QUE SIRVE", "course"),  # capitals alone name nothing
+    ],
+)
+def test_a_name_the_course_never_uses_marks_the_question_related(gate, text: str, reason: str) -> None:
+    decision = gate.check(text, "es")
+    assert (decision.label, decision.reason) == ("on_topic", reason)
+    assert ("el curso no nombra" in decision.rule) == (reason == "related")
+
+
 def test_a_follow_up_is_judged_with_its_history(gate) -> None:
     alone = gate.check("y eso quién lo hizo?", "es", [])
     followed = gate.check("y eso quién lo hizo?", "es", GPT)

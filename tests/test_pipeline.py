@@ -96,8 +96,48 @@ def test_off_topic_redirect_suggests_course_sections(tutor) -> None:
 
 def test_a_question_the_course_does_not_cover_says_so(tutor) -> None:
     plan = tutor.plan("¿qué es LoRA y cómo reduce los parámetros entrenables?")
-    if plan.gate.reason == "related":
-        assert plan.kind == "not_in_course" and "§" in plan.reply and plan.prompt is None
+    assert plan.gate.reason == "related"
+    assert plan.kind == "not_in_course" and "§" in plan.reply and plan.prompt is None
+
+
+def test_the_packaged_model_never_adds_a_general_answer(settings, course_index, gemma) -> None:
+    tutor = make(settings.model_copy(update={"general_answers": True}), course_index, gemma)
+    plan = tutor.plan("¿qué es LoRA y cómo reduce los parámetros entrenables?")
+    assert plan.kind == "not_in_course" and plan.prompt is None, "Gemma 270M would invent it"
+    (reply,) = list(tutor.answer(plan))
+    assert "Fuera del curso" not in reply.text and reply.answer.general == ""
+
+
+LORA = "What is LoRA and how does it cut the number of trainable parameters?"
+
+
+def test_a_weak_chat_models_general_answer_is_not_shown(settings, course_index, smollm) -> None:
+    """The real path with the only chat GGUF here: SmolLM2 135M answers this Spanish prompt in broken
+    Spanish, so its text is rejected (wrong language) and the student reads only the course's reply."""
+    off = make(settings, course_index, smollm).plan(LORA)
+    assert off.kind == "not_in_course" and off.prompt is None, "off by default"
+    tutor = make(settings.model_copy(update={"general_answers": True, "max_tokens": 64}), course_index, smollm)
+    plan = tutor.plan(LORA)
+    assert (plan.language, plan.kind) == ("en", "not_in_course")
+    assert isinstance(plan.prompt, ChatPrompt) and LORA in plan.prompt.messages[-1].content
+    replies = list(tutor.answer(plan))
+    assert len(replies) == 2 and replies[0].text == replies[-1].text
+    answer = replies[-1].answer
+    assert answer.generated and answer.general == "" and answer.removed[0][1] == "language"
+    assert "Outside the course" not in replies[-1].text and "§" in replies[-1].text
+
+
+def test_a_capable_models_general_answer_is_shown_marked_outside_the_course(settings, course_index) -> None:
+    general = "LoRA freezes the pretrained weights and trains two small low-rank matrices instead."
+    model = EchoModel(style="chat", reply=general)  # stands in for a capable configured model
+    tutor = make(settings.model_copy(update={"general_answers": True}), course_index, model)
+    plan = tutor.plan(LORA)
+    replies = list(tutor.answer(plan))
+    assert replies[0].text.startswith(plan.reply), "the course's answer comes first, before the model runs"
+    text, answer = replies[-1].text, replies[-1].answer
+    assert answer.general == general and answer.text == plan.reply
+    assert text.index(plan.reply) < text.index("**Outside the course: the model's general answer") < text.index(general)
+    assert answer.meta["kind"] == "not_in_course"
 
 
 def test_follow_up_uses_the_history(tutor) -> None:

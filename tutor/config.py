@@ -110,6 +110,12 @@ class Settings(BaseSettings):
     stop: tuple[str, ...] = Field(
         default=(), description="Extra stop sequences for every reply (JSON list in TUTOR_STOP)."
     )
+    general_answers: bool = Field(
+        default=False,
+        description="For an on-topic question the course does not cover, add the model's general answer, "
+        "marked as outside the course and not checked against it. Only with a configured chat model: "
+        "never with the packaged Gemma, which invents.",
+    )
     llm_server_url: str | None = Field(
         default=None,
         description="Base URL of an OpenAI-compatible server (http://host:port/v1): llama_cpp.server, "

@@ -33,10 +33,16 @@ from tutor.gate_model import (
     train,
 )
 from tutor.gate_rules import find_rule, is_chitchat, says_thanks
+from tutor.index import fold
 from tutor.types import Chunk, GateDecision
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
 _INVISIBLE = re.compile(r"[\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff\ufffd]")  # "ig\u200bnora"
+# A name with two capitals or more (RLHF, LoRA, BPE, FAISS): when the course never uses it, the
+# question is about something the course does not cover, however close its other words are.
+_NAME = re.compile(r"\b[A-Za-z]*[A-Z][A-Za-z0-9]*[A-Z][A-Za-z0-9]*\b")
+# The course's terms under the name a student may use instead (it says NLP, students write PLN).
+_ALIASES = {"pln": "nlp"}
 _RULE_HEAD, _RULE_TAIL = 20_000, 2_000  # rules are cheap: they read far more than the model's window
 _FOLLOW_UP_WORDS = 12  # longer messages stand on their own (as in retrieve.search_query)
 # P(other_subject) from which a short message changes the topic instead of following up; 0.4-0.5 did
@@ -60,6 +66,7 @@ class Gate:
         self.embedder, self.model, self.extra = embedder, model, extra
         self.vectors = np.asarray(vectors, dtype=np.float32)
         self.sections = [c.section_id for c in chunks]  # row i of `vectors` belongs to this section
+        self.vocabulary = {w for c in chunks for w in re.findall(r"\w+", fold(f"{c.section_title} {c.text}"))}
         self.window_chars = window_chars
 
     @classmethod
@@ -103,12 +110,27 @@ class Gate:
                 followed, _ = self._classify(together, truncated)
                 if followed.label != "off_topic" and (decision.label == "off_topic" or followed.reason == "course"):
                     decision = replace(followed, source="history")
+        if decision.reason == "course" and (unknown := self.unknown_names(window)):
+            decision = replace(decision, reason="related", rule=f"el curso no nombra {unknown[0]}")
         if self.extra is not None and decision.label != "unsafe":
             verdict = self.extra.classify(window)
             if verdict is not None:
                 reason, score = verdict
                 decision = replace(decision, label="unsafe", reason=reason, score=score, source="extra_model")
         return decision
+
+    def unknown_names(self, text: str) -> list[str]:
+        """Names such as "RLHF" or "LoRA" in the message that the course never uses (plurals count:
+        "LLM" is known from "LLMs"). A message in capitals says nothing by its capitals."""
+        letters = [c for c in text if c.isalpha()]
+        if sum(c.isupper() for c in letters) > len(letters) / 2:
+            return []
+        known = self.vocabulary
+        return [
+            name
+            for name in _NAME.findall(text)
+            if not {folded := _ALIASES.get(fold(name), fold(name)), f"{folded}s", f"{folded}es"} & known
+        ]
 
     def _classify(self, text: str, truncated: bool) -> tuple[GateDecision, dict[str, float]]:
         vector = self.embedder.embed_queries([text])

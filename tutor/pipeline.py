@@ -74,6 +74,7 @@ class Answer:
     removed: tuple[tuple[str, str], ...] = ()  # generated sentences dropped, and why
     generated: str = ""  # the raw model output, for logs and evaluation (never shown)
     notice: str = ""  # e.g. why the answer is quoted from the course
+    general: str = ""  # a capable model's answer to what the course does not cover, shown marked as such
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -183,7 +184,11 @@ class Tutor:
         # Timings count from the message's arrival: planning (gate, retrieval) is part of the wait.
         started = time.perf_counter() - sum(plan.timings.values()) / 1000
         if plan.reply is not None:
-            answer = Answer(plan.reply, plan, verified=True, timings={**plan.timings, "total_ms": _ms(started)})
+            answer = Answer(plan.reply, plan, verified=True)
+            if plan.prompt is not None:  # not in the course, and a capable model may add a general answer
+                yield Reply(self.render(answer))
+                answer = self._general(answer, cancel)
+            answer = replace(answer, timings={**plan.timings, "total_ms": _ms(started)})
             yield Reply(self.render(answer), final=True, answer=answer)
             return
         extract = self.extractor.answer(plan.query or plan.question, plan.passages, plan.language)
@@ -218,6 +223,9 @@ class Tutor:
         parts = [inert(answer.text)]  # course text and model text alike: shown, never executed
         if answer.notice:
             parts.append(f"_{inert(answer.notice)}_")
+        if answer.general:
+            heading = self.prompts.reply("general_heading", plan.language)
+            parts.append(f"**{inert(heading)}**\n\n{inert(answer.general)}")
         if plan.kind == "answer" and plan.mode == "explain" and plan.passages:
             top = plan.passages[0]
             parts.append(self.prompts.reply("check_question", plan.language,
@@ -268,7 +276,35 @@ class Tutor:
             text = self.prompts.reply(template, plan.language, sections=sections)
         except TutorError:
             text = self.prompts.reply(decision.label, plan.language, sections=sections)
-        return replace(plan, kind=kind, reply=text, passages=tuple(nearest) if kind == "not_in_course" else ())
+        plan = replace(plan, kind=kind, reply=text, passages=tuple(nearest) if kind == "not_in_course" else ())
+        if kind == "not_in_course" and self._general_answers():
+            language_name = self.prompts.reply("language_name", plan.language)
+            system = Message("system", self.prompts.render("chat/system", language_name=language_name))
+            question = self.prompts.render("chat/general", question=plan.question, language_name=language_name)
+            prompt = ChatPrompt((system, Message("user", question)), stop=tuple(self.settings.stop))
+            fitted = fit_prompt(self.model, lambda _: prompt, (), reply_tokens=self.settings.max_tokens)
+            plan = replace(plan, prompt=fitted.prompt)
+        return plan
+
+    def _general_answers(self) -> bool:
+        """General answers outside the course: asked for, and from a configured chat model (never the
+        packaged Gemma, a base model that invents)."""
+        model = self.model
+        if not self.settings.general_answers or model is None:
+            return False
+        return model.style == "chat" and not model.info().packaged
+
+    def _general(self, answer: Answer, cancel: threading.Event | None) -> Answer:
+        """The model's general answer, kept only when it is a real reply in the student's language."""
+        plan = answer.plan
+        assert plan.prompt is not None
+        generated, ttft, notice = self._generate(plan.prompt, cancel, plan.language)
+        rejected = self.verifier.rejected(generated, question=plan.question, language=plan.language,
+                                          prompt=_prompt_text(plan.prompt))  # fmt: skip
+        if rejected:
+            log.info("general answer not shown (%s)", notice or rejected)
+            return replace(answer, generated=generated, removed=((generated, rejected),) if generated else ())
+        return replace(answer, general=generated.strip(), generated=generated)
 
     def _prompt(self, plan: Plan) -> Prompt:
         """The model's prompt, fitted to its context: older history goes first, then weaker passages."""

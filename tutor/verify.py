@@ -58,14 +58,9 @@ class Verifier:
         """Keep the supported sentences; `verified` is False when too little of the text survives."""
         text = text.strip()
         sentences = [s for s in split_sentences(text) if re.search(r"\w", s)]
-        if len(text.split()) < 3 or not sentences:
-            return Verdict(False, "", (), (), "empty")
-        if _is_loop(text):
-            return Verdict(False, "", (), (), "loop")
-        if prompt and _is_echo(text, prompt, passages, question):
-            return Verdict(False, "", (), (), "echo")
-        if self.detect_language and len(text.split()) >= 5 and self.detect_language(text) != language:
-            return Verdict(False, "", (), (), "language")
+        rejected = self.rejected(text, question=question, passages=passages, language=language, prompt=prompt)
+        if rejected:
+            return Verdict(False, "", (), (), rejected)
 
         source = "\n".join([question, *(p.chunk.text for p in passages)])
         source_folded = fold(source)
@@ -86,6 +81,21 @@ class Verifier:
         total_words = sum(len(s.split()) for s in sentences)
         verified = bool(kept) and kept_words >= self.min_kept_share * total_words
         return Verdict(verified, " ".join(kept), tuple(kept), tuple(removed), None if verified else "too_little")
+
+    def rejected(
+        self, text: str, *, question: str, passages: Sequence[Passage] = (), language: str, prompt: str = ""
+    ) -> str | None:
+        """Why the whole text cannot be shown whatever it says (empty, loop, echo, language), or None."""
+        text = text.strip()
+        if len(text.split()) < 3 or not any(re.search(r"\w", s) for s in split_sentences(text)):
+            return "empty"
+        if _is_loop(text):
+            return "loop"
+        if prompt and _is_echo(text, prompt, passages, question):
+            return "echo"
+        if self.detect_language and len(text.split()) >= 5 and self.detect_language(text) != language:
+            return "language"
+        return None
 
     def _unsupported(
         self, sentence: str, vector: np.ndarray, matrix: np.ndarray, source: str, tokens: set[str]
