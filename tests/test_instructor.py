@@ -64,10 +64,10 @@ def panel(tmp_path_factory: pytest.TempPathFactory, e5):
     app.close()
 
 
-def client(panel, *, logged_in: bool = True):
+def client(panel, *, logged_in: bool = True, headers: dict | None = None):
     from gradio_client import Client
 
-    c = Client(panel["url"], verbose=False)
+    c = Client(panel["url"], verbose=False, headers=headers)
     if logged_in:
         status = c.predict(PASSWORD, api_name="/instructor_login")[0]
         assert status == "Sesión iniciada."
@@ -109,6 +109,18 @@ def test_wrong_passwords_are_rate_limited(panel) -> None:
     assert c.predict(PASSWORD, api_name="/instructor_login")[0].startswith("Demasiados intentos")  # even the right one
     time.sleep(1.6)
     assert c.predict(PASSWORD, api_name="/instructor_login")[0] == "Sesión iniciada."
+
+
+def test_behind_a_proxy_the_limit_counts_each_forwarded_address(panel) -> None:
+    """Behind nginx every request arrives from 127.0.0.1: one student's wrong passwords must not lock
+    the instructor out, so failures count against the address the proxy forwards."""
+    student = client(panel, logged_in=False, headers={"X-Forwarded-For": "10.0.0.7"})
+    for _ in range(3):
+        assert student.predict("mal", api_name="/instructor_login")[0] == "Contraseña incorrecta."
+    assert student.predict(PASSWORD, api_name="/instructor_login")[0].startswith("Demasiados intentos")
+    teacher = client(panel, logged_in=False, headers={"X-Forwarded-For": "10.0.0.8"})
+    assert teacher.predict(PASSWORD, api_name="/instructor_login")[0] == "Sesión iniciada."
+    time.sleep(1.6)  # the lockout ends (1.5 s here) and leaves the other tests alone
 
 
 def test_handlers_refuse_a_session_that_did_not_log_in(panel) -> None:

@@ -270,8 +270,17 @@ def shown(text: str) -> str:
 
 
 def _client(request: Any) -> str:
+    """The address that failed logins count against. Behind a reverse proxy on this machine (the
+    README's nginx), every request comes from loopback: the proxy's X-Forwarded-For names the real
+    client, the last address in it being the one the proxy saw. Only a loopback peer is believed,
+    so a client elsewhere cannot pick its own address to dodge the limit."""
     client = getattr(request, "client", None)
-    return str(getattr(client, "host", "") or "desconocido")
+    host = str(getattr(client, "host", "") or "desconocido")
+    if host in ("127.0.0.1", "::1"):
+        headers = getattr(request, "headers", None) or {}
+        forwarded = str(headers.get("x-forwarded-for", "")).split(",")[-1].strip()
+        return forwarded or host
+    return host
 
 
 def build_instructor_tab(
