@@ -7,10 +7,9 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test install bench check clean-index system-deps
 
-# Two malloc arenas: with one worker thread per waiting student, glibc's per-thread arenas made the
-# app's memory grow 9.3 MB/min under load; 3.7 with two (docs/load.md).
+# The app limits glibc's malloc arenas itself (TUTOR_MALLOC_ARENAS, docs/load.md): no MALLOC_ARENA_MAX here.
 run: $(STAMP)
-	MALLOC_ARENA_MAX=2 $(BIN)/python launch.py
+	$(BIN)/python launch.py
 
 test: $(STAMP) system-deps
 	$(BIN)/python -m pytest -q

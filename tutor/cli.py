@@ -492,10 +492,12 @@ def cmd_quiz(args: argparse.Namespace, settings) -> int:
 def cmd_serve(args: argparse.Namespace, settings) -> int:
     import signal
 
+    from tutor.heap import limit_arenas
     from tutor.lock import acquire
     from tutor.ui import build_ui, launch, open_store
 
     acquire(settings.data_dir, "serve")  # one app per data folder, held until the process ends
+    limit_arenas(settings.malloc_arenas)  # before Gradio's worker threads each grow an arena of their own
     # SIGTERM (systemd, docker stop, kill) stops the app like Ctrl-C: Gradio closes its server and
     # open files are closed by their `finally`/`with`, instead of dying between two writes.
     signal.signal(signal.SIGTERM, signal.default_int_handler)

@@ -80,6 +80,11 @@ class Settings(BaseSettings):
         description="Conversations answered at once by the web app; the model still serves one at a time, in "
         "arrival order, while the others read the course's sentences and their place in the queue.",
     )  # fmt: skip
+    malloc_arenas: int = Field(
+        default=2, ge=0, le=64,
+        description="glibc malloc arenas the web app may use (0: glibc's default, 8 per core). Each worker thread "
+        "otherwise grows an arena of its own and keeps its high-water mark (docs/load.md).",
+    )  # fmt: skip
 
     # Generation (issue 3). `gguf`, not `model_path`: pydantic reserves the model_ prefix.
     gguf: Path | None = Field(
