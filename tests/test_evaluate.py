@@ -10,6 +10,7 @@ import pytest
 from tutor.evaluate import Item, load_dataset, retrieval_scores, section_hits
 
 DEV = Path(__file__).resolve().parent.parent / "eval" / "dev.jsonl"
+HELDOUT = DEV.with_name("heldout.jsonl")
 
 
 def item(i: str, sections: list[str], **kw) -> Item:
@@ -87,19 +88,37 @@ def test_the_dev_set_is_well_formed_and_covers_every_section() -> None:
     assert all(i.history for i in data.items if i.kind == "followup")
 
 
-def test_dev_set_retrieval_does_not_regress(retriever) -> None:
+@pytest.mark.parametrize(
+    ("dataset", "floor"),
+    [(DEV, {"hit@1": 0.75, "hit@5": 0.92}), (HELDOUT, {"hit@1": 0.76, "hit@5": 0.92})],
+    ids=["dev", "heldout"],
+)
+def test_retrieval_does_not_regress(retriever, dataset: Path, floor: dict) -> None:
     """Measured with the same code as `tutor eval`. Issue 2's targets are hit@1 >= 0.80 and hit@5 >= 0.95;
-    this floor sits just under what the hybrid retriever measured (0.725 / 0.905), so any change that
-    makes retrieval worse fails here while the targets are still being worked on."""
+    these floors sit just under what the hybrid retriever measured (dev, audited labels: 0.765 / 0.93;
+    held-out: 0.773 / 0.936), so a change that makes retrieval worse fails here. Nothing is tuned on
+    the held-out set: it tells whether a gain on dev holds for new questions."""
     from tutor.retrieve import search_query
 
-    data = load_dataset(DEV)
+    data = load_dataset(dataset)
     out = retrieval_scores(
         data.items,
         lambda it: [p.section_id for p in retriever.search(search_query(it.question, it.history), 5)],
     )
-    assert out["n"] >= 200
-    assert out["hit@5"] >= 0.89 and out["hit@1"] >= 0.71, {k: out[k] for k in ("hit@1", "hit@5", "misses@5")}
+    assert out["n"] >= 110
+    assert all(out[k] >= v for k, v in floor.items()), {k: out[k] for k in ("hit@1", "hit@5", "misses@5")}
+
+
+def test_the_held_out_set_is_well_formed_and_names_real_sections() -> None:
+    data = load_dataset(HELDOUT)
+    assert not data.errors and len(data.items) == 130
+    assert len({i.id for i in data.items}) == len(data.items)
+    course = (Path(__file__).resolve().parent.parent / "knowledge" / "llms-generativos-discriminativos.md").read_text()
+    import re
+
+    headings = set(re.findall(r"^#{1,3} (\d+(?:\.\d+)*)\. ", course, flags=re.MULTILINE))
+    assert {s for i in data.items for s in i.sections} <= headings
+    assert not {i.question for i in data.items} & {i.question for i in load_dataset(DEV).items}
 
 
 def test_eval_generate_adds_answer_figures(course_settings, course_index, tmp_path: Path) -> None:
