@@ -410,6 +410,7 @@ def _answer_json(answer, *, show_prompt: bool = False) -> dict:
         "verified": answer.verified,
         "fallback": answer.fallback,
         "removed": [{"sentence": s, "why": why} for s, why in answer.removed],
+        "general": answer.general,  # outside the course, not checked against it (TUTOR_GENERAL_ANSWERS)
         "mode": plan.mode,
         "timings": {
             k: answer.timings.get(k) for k in ("gate_ms", "retrieve_ms", "ttft_ms", "first_visible_ms", "total_ms")
