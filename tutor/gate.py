@@ -125,11 +125,10 @@ class Gate:
         letters = [c for c in text if c.isalpha()]
         if sum(c.isupper() for c in letters) > len(letters) / 2:
             return []
-        known = self.vocabulary
         return [
             name
             for name in _NAME.findall(text)
-            if not {folded := _ALIASES.get(fold(name), fold(name)), f"{folded}s", f"{folded}es"} & known
+            if not {folded := _ALIASES.get(fold(name), fold(name)), f"{folded}s", f"{folded}es"} & self.vocabulary
         ]
 
     def _classify(self, text: str, truncated: bool) -> tuple[GateDecision, dict[str, float]]:

@@ -19,11 +19,11 @@ def limit_arenas(count: int) -> bool:
     """Let glibc create at most `count` malloc arenas (0 leaves its default); True when glibc accepted it.
 
     Arenas already created stay; threads started afterwards share them."""
+    if count <= 0:
+        return False
     try:
         mallopt = ctypes.CDLL(None).mallopt  # the C library the process already runs on
     except (OSError, AttributeError):
-        return False
-    if count <= 0:
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     return bool(mallopt(M_ARENA_MAX, count))

@@ -279,12 +279,16 @@ class Tutor:
         plan = replace(plan, kind=kind, reply=text, passages=tuple(nearest) if kind == "not_in_course" else ())
         if kind == "not_in_course" and self._general_answers():
             language_name = self.prompts.reply("language_name", plan.language)
-            system = Message("system", self.prompts.render("chat/system", language_name=language_name))
             question = self.prompts.render("chat/general", question=plan.question, language_name=language_name)
-            prompt = ChatPrompt((system, Message("user", question)), stop=tuple(self.settings.stop))
+            messages = (self._system(language_name), Message("user", question))
+            prompt = ChatPrompt(messages, stop=tuple(self.settings.stop))
             fitted = fit_prompt(self.model, lambda _: prompt, (), reply_tokens=self.settings.max_tokens)
             plan = replace(plan, prompt=fitted.prompt)
         return plan
+
+    def _system(self, language_name: str) -> Message:
+        """The persona and rules every chat-model prompt opens with."""
+        return Message("system", self.prompts.render("chat/system", language_name=language_name))
 
     def _general_answers(self) -> bool:
         """General answers outside the course: asked for, and from a configured chat model (never the
@@ -328,7 +332,7 @@ class Tutor:
                 )
 
             return fit_prompt(self.model, render_text, (), reply_tokens=self.settings.max_tokens).prompt
-        system = Message("system", self.prompts.render("chat/system", language_name=language_name))
+        system = self._system(language_name)
         history = [Message(t["role"], _trim(t["content"])) for t in plan.history]
         passages = list(plan.passages)
         droppable: list[tuple[str, Any]] = [("turn", m) for m in history] + [("passage", p) for p in reversed(passages)]

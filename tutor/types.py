@@ -76,7 +76,7 @@ class GateDecision:
     # prompt_injection
     reason: str
     source: str = "classifier"  # rules | classifier | history | extra_model | empty
-    rule: str = ""  # the rule that fired, when source == "rules"
+    rule: str = ""  # the rule that fired (source "rules"), or why "course" became "related"
     similarity: float = 0.0  # best cosine similarity of the message to a course chunk
     nearest: tuple[str, ...] = ()  # ids of the two course sections closest to the message
     truncated: bool = False  # only the opening window of a very long message was classified

@@ -87,7 +87,7 @@ class Verifier:
     ) -> str | None:
         """Why the whole text cannot be shown whatever it says (empty, loop, echo, language), or None."""
         text = text.strip()
-        if len(text.split()) < 3 or not any(re.search(r"\w", s) for s in split_sentences(text)):
+        if len(text.split()) < 3 or not re.search(r"\w", text):
             return "empty"
         if _is_loop(text):
             return "loop"
