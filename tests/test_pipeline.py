@@ -258,3 +258,13 @@ def test_no_shown_answer_carries_a_number_absent_from_its_passages(tutor) -> Non
         _, answer = run(tutor, item.question)
         sources = [item.question, *(p.chunk.text for p in answer.plan.passages)]
         assert not unsupported_numbers(answer.text, sources), (item.id, answer.text)
+
+
+def test_a_definition_of_something_the_course_never_names_is_not_shown(tutor) -> None:
+    """The gate passes "beam search" (no capitals, close to the course's text generation); the packaged
+    model then defines it from the passage it got. The student reads the course, and is told why."""
+    replies, answer = run(tutor, "q es el beam search al generar texto?")
+    assert "beam search" in answer.generated.lower(), "the model still answers about beam search"
+    assert answer.fallback == "extractive" and not answer.verified
+    assert answer.notice == tutor.prompts.reply("not_named", "es", term="beam search")
+    assert "beam search" not in answer.text.lower() and "§" in replies[-1].text

@@ -47,7 +47,7 @@ def test_snapshot_of_every_template(name: str) -> None:
 
 @pytest.mark.parametrize("kind", ["extractive_intro", "no_passages", "not_in_course", "sources_heading", "welcome",
                                   "check_question", "socratic_hint1", "socratic_hint2", "error",
-                                  "general_heading"])  # fmt: skip
+                                  "general_heading", "fallback_notice", "not_named"])  # fmt: skip
 def test_student_texts_exist_in_every_language(kind: str) -> None:
     for language in LANGUAGES:
         assert (REPO / "prompts" / "replies" / language / f"{kind}.md").is_file(), (language, kind)

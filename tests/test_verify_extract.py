@@ -104,3 +104,46 @@ def test_extractive_answer_quotes_the_course_with_citations(course_index, passag
 def test_extractive_answer_in_english_says_the_quotes_are_spanish(course_index, passages) -> None:
     extract = Extractor(course_index, PROMPTS).answer("What did RoBERTa change?", passages, "en")
     assert "Spanish" in extract.text.splitlines()[0]
+
+
+@pytest.mark.parametrize(
+    ("question", "text", "term"),
+    [
+        # What the packaged Gemma answered (greedy) before this check, each shown as verified:
+        ("q es el beam search al generar texto?",
+         "El beam search es un método de ajuste que se utiliza para generar texto con una mayor precisión.",
+         "beam search"),
+        ("¿qué es un jailbreak?",
+         "Un jailbreak es un modelo de autoencoder que se utiliza para modelar la distribución de oraciones.",
+         "jailbreak"),
+        ("pa q sirven los positional encodings en un transformer?",
+         "- Los positional encodings se utilizan para que el modelo procese secuencias.", "positional encodings"),
+    ],
+)  # fmt: skip
+def test_a_subject_the_course_never_names_rejects_the_text(verifier, passages, question, text, term) -> None:
+    faithful = "RoBERTa es una variante de BERT que fue desarrollada por Facebook AI en 2019."
+    verdict = verifier.check(f"{text} {faithful}", question=question, passages=passages, language="es")
+    assert not verdict.verified and verdict.rejected == "unnamed" and verdict.text == ""
+    assert verdict.unnamed == (term,) and term in verdict.removed[0][1]
+
+
+def test_a_subject_the_course_names_or_the_student_did_not_ask_about_is_not_unnamed(verifier, passages) -> None:
+    # "RoBERTa" and "BERT" are the course's words; "Facebook AI" is not the subject.
+    assert verifier.unnamed("RoBERTa es una variante de BERT.", {"roberta", "bert"}) == []
+    # A course word in the plural or singular is still the course's ("LLM" from "LLMs").
+    assert verifier.unnamed("Un LLM es un modelo grande.", {"llm"}) == []
+    # An unknown word that the student did not use is left to the overlap and similarity checks.
+    assert verifier.unnamed("El sharding es un proceso.", {"que", "es"}) == []
+    # No verb among the first words: no subject to judge.
+    assert verifier.unnamed("Para el beam search hace falta un modelo que genere texto.", {"beam", "search"}) == []
+
+
+def test_unnamed_is_judged_on_spanish_replies_and_any_form_of_a_course_word(verifier, passages) -> None:
+    # The course says "poda", not "podar": the same word for the student.
+    assert verifier.unnamed("Podar es una técnica de reducción del tamaño del modelo.", {"podar"}) == []
+    # In French the course's own terms are translated; their absence from the Spanish text proves nothing.
+    verdict = verifier.check(
+        "Les modèles multimodaux sont un type de modèle qui combine texte et images.",
+        question="Quels modèles multimodaux le cours cite-t-il ?", passages=passages, language="fr",
+    )  # fmt: skip
+    assert verdict.rejected != "unnamed" and verdict.unnamed == ()

@@ -33,7 +33,7 @@ from tutor.gate_model import (
     train,
 )
 from tutor.gate_rules import find_rule, is_chitchat, says_thanks
-from tutor.index import fold
+from tutor.index import Vocabulary
 from tutor.types import Chunk, GateDecision
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
@@ -41,8 +41,6 @@ _INVISIBLE = re.compile(r"[\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff\u
 # A name with two capitals or more (RLHF, LoRA, BPE, FAISS): when the course never uses it, the
 # question is about something the course does not cover, however close its other words are.
 _NAME = re.compile(r"\b[A-Za-z]*[A-Z][A-Za-z0-9]*[A-Z][A-Za-z0-9]*\b")
-# The course's terms under the name a student may use instead (it says NLP, students write PLN).
-_ALIASES = {"pln": "nlp"}
 _RULE_HEAD, _RULE_TAIL = 20_000, 2_000  # rules are cheap: they read far more than the model's window
 _FOLLOW_UP_WORDS = 12  # longer messages stand on their own (as in retrieve.search_query)
 # P(other_subject) from which a short message changes the topic instead of following up; 0.4-0.5 did
@@ -66,7 +64,7 @@ class Gate:
         self.embedder, self.model, self.extra = embedder, model, extra
         self.vectors = np.asarray(vectors, dtype=np.float32)
         self.sections = [c.section_id for c in chunks]  # row i of `vectors` belongs to this section
-        self.vocabulary = {w for c in chunks for w in re.findall(r"\w+", fold(f"{c.section_title} {c.text}"))}
+        self.vocabulary = Vocabulary(chunks)
         self.window_chars = window_chars
 
     @classmethod
@@ -125,11 +123,7 @@ class Gate:
         letters = [c for c in text if c.isalpha()]
         if sum(c.isupper() for c in letters) > len(letters) / 2:
             return []
-        return [
-            name
-            for name in _NAME.findall(text)
-            if not {folded := _ALIASES.get(fold(name), fold(name)), f"{folded}s", f"{folded}es"} & self.vocabulary
-        ]
+        return [name for name in _NAME.findall(text) if not self.vocabulary.names(name)]
 
     def _classify(self, text: str, truncated: bool) -> tuple[GateDecision, dict[str, float]]:
         vector = self.embedder.embed_queries([text])

@@ -392,6 +392,22 @@ def fold(text: str) -> str:
     return "".join(c for c in unicodedata.normalize("NFKD", text.lower()) if not unicodedata.combining(c))
 
 
+class Vocabulary:
+    """Every word the course uses (titles and text, folded), to tell what it never names."""
+
+    # The course's terms under the name a student may use instead (it says NLP, students write PLN).
+    ALIASES = {"pln": "nlp"}
+
+    def __init__(self, chunks: Iterable[Chunk]) -> None:
+        self.words = {w for c in chunks for w in re.findall(r"\w+", fold(f"{c.section_title} {c.text}"))}
+
+    def names(self, word: str) -> bool:
+        """Whether the course uses the word, in the singular or the plural ("LLM" is known from "LLMs")."""
+        w = self.ALIASES.get(fold(word), fold(word))
+        forms = {w, f"{w}s", f"{w}es", w[:-1] if w.endswith("s") else w, w[:-2] if w.endswith("es") else w}
+        return bool(forms & self.words)
+
+
 class _Damaged(Exception):
     """Chroma could not open or read its folder."""
 

@@ -213,6 +213,8 @@ class Tutor:
                     yield Reply(self.render(answer), final=True, answer=answer)
                     return
                 fallback = replace(fallback, removed=verdict.removed, generated=generated)
+                if verdict.unnamed:  # say so: the passages shown are the nearest, not about that term
+                    notice = notice or self.prompts.reply("not_named", plan.language, term=verdict.unnamed[0])
             notice = notice or self.prompts.reply("fallback_notice", plan.language)
         fallback = replace(fallback, notice=notice, timings={**timings, "total_ms": _ms(started)})
         yield Reply(self.render(fallback), final=True, answer=fallback)

@@ -3,26 +3,37 @@
 A sentence is kept when it is close to a passage sentence (e5 similarity), most of its content words
 occur in the passages or the question, and every number, name and acronym in it does too (the
 packaged model invents numbers: "GPT-3 tiene 10 parámetros"). The whole text is rejected when it is
-empty, in the wrong language, an echo of the prompt, or a loop. It does not write the fallback
-answer (extract.py does) and never edits a sentence: it keeps or drops it.
+empty, in the wrong language, an echo of the prompt, or a loop, and, in a Spanish reply, when a
+sentence's subject is a word of the question that the course never uses in any form: asked "¿qué es
+el beam search?", the packaged model answers "El beam search es un método de ajuste…" from whatever
+passage came back, every other word taken from the course. (In another language the course's own
+terms are translated, "modèles multimodaux", so their absence from the Spanish text proves nothing.)
+It does not write the fallback answer (extract.py does) and never edits a sentence: it keeps or drops it.
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from tutor.index import Index, fold
+from tutor.index import Index, Vocabulary, fold
 from tutor.ingest import sentences as split_sentences
 from tutor.types import Passage
 
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 # Acronyms and model names (BERT, GPT-3, T5, RoBERTa) and capitalised words inside a sentence.
 _NAME = re.compile(r"\b[A-ZÁÉÍÓÚÑ][\w-]*[A-Z0-9][\w-]*\b|(?<=[a-záéíóúñ,;:] )[A-ZÁÉÍÓÚÑ][a-záéíóúñ]+\b")
+# The verb that ends a sentence's subject ("El beam search | es", "Los jailbreaks | se utilizan"), folded,
+# in the reply languages; looked for among a sentence's first words only.
+_VERBS = frozenset(
+    "es son era eran fue fueron sera seria se consiste consisten significa significan permite permiten sirve "
+    "sirven funciona funcionan is are was were means refers works e sao est sont ist sind sono".split()
+)
+_SUBJECT_WORDS = 6
 
 
 @dataclass(frozen=True)
@@ -31,7 +42,8 @@ class Verdict:
     text: str  # the kept sentences, in order
     kept: tuple[str, ...]
     removed: tuple[tuple[str, str], ...]  # (sentence, why)
-    rejected: str | None = None  # why the whole text was refused: empty | language | echo | loop | too_little
+    rejected: str | None = None  # why the whole text was refused: empty | language | echo | loop | unnamed | too_little
+    unnamed: tuple[str, ...] = ()  # question words the course never uses that the text talked about as its subject
 
 
 class Verifier:
@@ -51,6 +63,8 @@ class Verifier:
         self.min_similarity = min_similarity
         self.min_overlap = min_overlap
         self.min_kept_share = min_kept_share
+        self.vocabulary = Vocabulary(index.chunks.values())
+        self._stems = set(index.tokens(" ".join(f"{c.section_title} {c.text}" for c in index.chunks.values())))
 
     def check(
         self, text: str, *, question: str, passages: Sequence[Passage], language: str, prompt: str = ""
@@ -61,6 +75,12 @@ class Verifier:
         rejected = self.rejected(text, question=question, passages=passages, language=language, prompt=prompt)
         if rejected:
             return Verdict(False, "", (), (), rejected)
+        # Question words, folded -> as the student wrote them; Spanish replies only (the course's language).
+        asked = {fold(w): w for w in re.findall(r"\w+", question)} if language == "es" else {}
+        unnamed = [(s, " ".join(asked[w] for w in words)) for s in sentences if (words := self.unnamed(s, asked))]
+        if unnamed:
+            removed = tuple((s, f"habla de «{term}», que el curso no nombra") for s, term in unnamed)
+            return Verdict(False, "", (), removed, "unnamed", unnamed=tuple(dict.fromkeys(t for _, t in unnamed)))
 
         source = "\n".join([question, *(p.chunk.text for p in passages)])
         source_folded = fold(source)
@@ -96,6 +116,22 @@ class Verifier:
         if self.detect_language and len(text.split()) >= 5 and self.detect_language(text) != language:
             return "language"
         return None
+
+    def unnamed(self, sentence: str, asked: Collection[str]) -> list[str]:
+        """Words of the sentence's subject that the student asked about and the course never uses in any
+        form ("podar" is the course's: it says "poda"; stopwords are nobody's)."""
+        words = re.findall(r"\w+", fold(sentence))
+        verb = next((i for i, w in enumerate(words[:_SUBJECT_WORDS]) if w in _VERBS), None)
+        if verb is None:
+            return []
+        return [
+            w
+            for w in words[:verb]
+            if w in asked
+            and not w.isdigit()
+            and not self.vocabulary.names(w)
+            and not set(self.index.tokens(w)) <= self._stems
+        ]
 
     def _unsupported(
         self, sentence: str, vector: np.ndarray, matrix: np.ndarray, source: str, tokens: set[str]
