@@ -134,6 +134,8 @@ def test_eval_generate_adds_answer_figures(course_settings, course_index, tmp_pa
          "gate": "unsafe", "sections": [], "keywords": [], "kind": "prompt_injection"},
         {"id": "c", "question": "hola!", "language": "es", "gate": "off_topic", "sections": [], "keywords": [],
          "kind": "off_topic", "chitchat": True},
+        {"id": "d", "question": "q es el beam search al generar texto?", "language": "es", "gate": "on_topic",
+         "sections": [], "keywords": [], "kind": "related_not_in_course"},
     ]  # fmt: skip
     path = tmp_path / "d.jsonl"
     path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows), encoding="utf-8")
@@ -145,7 +147,26 @@ def test_eval_generate_adds_answer_figures(course_settings, course_index, tmp_pa
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     answers = json.loads(out.stdout)["answers"]
-    assert answers["n"] == 3 and answers["refusal_correct"] == 1.0 and answers["citation_hit"] == 1.0
+    assert answers["n"] == 4 and answers["refusal_correct"] == 1.0 and answers["citation_hit"] == 1.0
+    assert answers["related_quoted_or_declined"] == 1.0  # without a model: quoted
     assert answers["extractive_rate"] == 1.0 and answers["verified_rate"] == 0.0
     assert answers["keyword_recall"] == 1.0 and answers["language_match"] == 1.0
     assert set(answers["latency_s"]) == {"p50", "p95"} and answers["ttft_s"]["p50"] is not None
+
+
+def test_generated_text_shown_for_a_topic_the_course_lacks_is_counted() -> None:
+    from types import SimpleNamespace as NS
+
+    from tutor.evaluate import Item, answer_scores
+
+    def row(id_: str, kind: str, fallback: str):
+        item = Item(id=id_, question="q es el beam search?", language="es", gate="on_topic", sections=(),
+                    keywords=(), kind="related_not_in_course")  # fmt: skip
+        gate = NS(reason="course" if kind == "answer" else "related")
+        plan = NS(kind=kind, gate=gate, question=item.question, passages=())
+        answer = NS(plan=plan, text="El beam search es un método.", citations=(), verified=fallback == "none",
+                    fallback=fallback, timings={})  # fmt: skip
+        return item, answer, answer.text
+
+    rows = [row("shown", "answer", "none"), row("quoted", "answer", "extractive"), row("said", "not_in_course", "none")]
+    assert answer_scores(rows, lambda text: "es")["related_quoted_or_declined"] == round(2 / 3, 4)

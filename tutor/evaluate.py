@@ -208,11 +208,14 @@ def answer_scores(rows: Sequence[tuple[Item, Any, str]], detect: Callable[[str],
     """Figures of `tutor eval --generate`: rows are (item, Answer, visible reply text).
 
     keyword_recall looks in the whole visible reply, prose_keyword_recall in the tutor's prose alone;
-    language_match reads the tutor's own words (quotes of the Spanish course excluded).
+    language_match reads the tutor's own words (quotes of the Spanish course excluded);
+    related_quoted_or_declined: of the questions on topics the course does not cover, the share answered
+    by saying so or by quoting the course, never with generated text shown as the course's.
     """
     keyword, prose_keyword, citation, language, refusal = [], [], [], [], []
     verified, extractive, latency, first_visible, model_ttft = [], [], [], [], []
     invented: list[str] = []  # ids of items whose shown prose has a number the passages and question lack
+    related: list[float] = []
     for item, answer, visible in rows:
         plan = answer.plan
         if item.gate == "on_topic" and item.keywords:
@@ -227,6 +230,8 @@ def answer_scores(rows: Sequence[tuple[Item, Any, str]], detect: Callable[[str],
         sources = [plan.question, *(f"{p.chunk.section_title} {p.chunk.text}" for p in plan.passages)]
         if plan.kind == "answer" and unsupported_numbers(answer.text, sources):  # templates are the instructor's
             invented.append(item.id)
+        if item.kind == "related_not_in_course":
+            related.append(float(plan.kind != "answer" or answer.fallback == "extractive"))
         if plan.kind == "answer":
             verified.append(float(answer.verified))
             extractive.append(float(answer.fallback == "extractive"))
@@ -241,6 +246,7 @@ def answer_scores(rows: Sequence[tuple[Item, Any, str]], detect: Callable[[str],
         "citation_hit": _avg(citation),
         "language_match": _avg(language),
         "refusal_correct": _avg(refusal),
+        "related_quoted_or_declined": _avg(related),
         "verified_rate": _avg(verified),
         "extractive_rate": _avg(extractive),
         "latency_s": _quantiles(latency),
