@@ -221,6 +221,7 @@ def test_ask_cli_prints_the_prompt_and_json(course_settings, course_index, model
             "timings"} <= data.keys()  # fmt: skip
     assert data["language"] == "es" and data["gate"]["label"] == "on_topic"
     assert data["general"] == "", "the packaged model never answers outside the course"
+    assert (data["notice"] == "") == data["verified"], "a quoted answer says why; a verified one needs no notice"
     assert any(c.startswith("4.3") for c in data["citations"])
     assert "Material del curso:" in data["prompt"] and data["prompt"].endswith("Respuesta del tutor:")
     assert set(data["timings"]) >= {"gate_ms", "retrieve_ms", "ttft_ms", "total_ms"}

@@ -410,6 +410,7 @@ def _answer_json(answer, *, show_prompt: bool = False) -> dict:
         "verified": answer.verified,
         "fallback": answer.fallback,
         "removed": [{"sentence": s, "why": why} for s, why in answer.removed],
+        "notice": answer.notice,  # why the course's sentences are shown instead of the model's text
         "general": answer.general,  # outside the course, not checked against it (TUTOR_GENERAL_ANSWERS)
         "mode": plan.mode,
         "timings": {
