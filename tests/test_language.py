@@ -107,7 +107,7 @@ def test_packaged_examples(detector) -> None:
 def test_dev_set_targets(detector) -> None:
     """Issue 4: >= 0.97 on the dev set's messages, >= 0.95 on those of three words or fewer."""
     out = language_scores(load_dataset(DEV).items, lambda item: detector.detect(item.question, item.history))
-    assert out["n"] == 250
+    assert out["n"] >= 250, "the dev set only grows"
     assert out["accuracy"] >= 0.97 and out["short_accuracy"] >= 0.95, out
 
 
