@@ -147,3 +147,26 @@ def test_unnamed_is_judged_on_spanish_replies_and_any_form_of_a_course_word(veri
         question="Quels modèles multimodaux le cours cite-t-il ?", passages=passages, language="fr",
     )  # fmt: skip
     assert verdict.rejected != "unnamed" and verdict.unnamed == ()
+
+
+def test_a_sentence_about_something_its_passage_does_not_mention_is_removed(verifier, retriever) -> None:
+    """What the packaged Gemma answered (greedy, dev item es-conc-022): the second sentence resembles a
+    sentence of the chunk on pruning (§5.5.1), which never mentions a decoder; the first is anchored in
+    its own passage, the VAE section."""
+    question = "que hacen el codificador y el decodificador en un VAE?"
+    encoder = (
+        "- El codificador es un modelo de autoencoder que utiliza la estructura de los datos para generar nuevas "
+        "instancias similares a los datos de entrenamiento."
+    )
+    decoder = (
+        "- El decodificador es una técnica que se utiliza para modelar las oraciones y párrafos en texto, "
+        "utilizando la distribución de probabilidad y la estructura de los datos."
+    )
+    passages = retriever.search(question, 5)
+    assert passages[0].section_id == "4.2.2"
+    verdict = verifier.check(f"{encoder}\n{decoder}", question=question, passages=passages, language="es")
+    assert verdict.kept == (encoder,)
+    assert verdict.removed[0][0] == decoder and "sujeto (decodificador)" in verdict.removed[0][1]
+    # In English the subject is not the course's word either way: the check is left to Spanish replies.
+    english = verifier.check(f"{encoder}\n{decoder}", question=question, passages=passages, language="en")
+    assert not any("sujeto" in why for _, why in english.removed)

@@ -20,7 +20,7 @@ import shutil
 import tempfile
 import time
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -393,19 +393,28 @@ def fold(text: str) -> str:
 
 
 class Vocabulary:
-    """Every word the course uses (titles and text, folded), to tell what it never names."""
+    """The words some course text uses (titles and text, folded), to tell what it never names.
+
+    With `tokens` (Index.tokens) a word also counts in any form the Spanish stemmer folds together:
+    "podar" is named by a text that says "poda"."""
 
     # The course's terms under the name a student may use instead (it says NLP, students write PLN).
     ALIASES = {"pln": "nlp"}
 
-    def __init__(self, chunks: Iterable[Chunk]) -> None:
-        self.words = {w for c in chunks for w in re.findall(r"\w+", fold(f"{c.section_title} {c.text}"))}
+    def __init__(self, chunks: Iterable[Chunk], tokens: Callable[[str], list[str]] | None = None) -> None:
+        texts = [fold(f"{c.section_title} {c.text}") for c in chunks]
+        self.words = {w for t in texts for w in re.findall(r"\w+", t)}
+        self._tokens = tokens
+        self._stems = set(tokens(" ".join(texts))) if tokens else set()
 
     def names(self, word: str) -> bool:
-        """Whether the course uses the word, in the singular or the plural ("LLM" is known from "LLMs")."""
+        """Whether the text uses the word, in the singular or the plural ("LLM" is known from "LLMs")."""
         w = self.ALIASES.get(fold(word), fold(word))
         forms = {w, f"{w}s", f"{w}es", w[:-1] if w.endswith("s") else w, w[:-2] if w.endswith("es") else w}
-        return bool(forms & self.words)
+        if forms & self.words:
+            return True
+        # A stopword has no stem: it is nobody's term, so it counts as named.
+        return self._tokens is not None and any(set(self._tokens(f)) <= self._stems for f in forms)
 
 
 class _Damaged(Exception):

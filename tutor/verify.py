@@ -1,14 +1,16 @@
 """Verification: is each generated sentence supported by the retrieved course passages?
 
 A sentence is kept when it is close to a passage sentence (e5 similarity), most of its content words
-occur in the passages or the question, and every number, name and acronym in it does too (the
-packaged model invents numbers: "GPT-3 tiene 10 parámetros"). The whole text is rejected when it is
-empty, in the wrong language, an echo of the prompt, or a loop, and, in a Spanish reply, when a
-sentence's subject is a word of the question that the course never uses in any form: asked "¿qué es
-el beam search?", the packaged model answers "El beam search es un método de ajuste…" from whatever
-passage came back, every other word taken from the course. (In another language the course's own
-terms are translated, "modèles multimodaux", so their absence from the Spanish text proves nothing.)
-It does not write the fallback answer (extract.py does) and never edits a sentence: it keeps or drops it.
+occur in the passages or the question, every number, name and acronym in it does too (the packaged
+model invents numbers: "GPT-3 tiene 10 parámetros"), and, in a Spanish reply, what it is about (its
+subject) is in the chunk of the passage sentence it resembles most. The whole text is rejected when
+it is empty, in the wrong language, an echo of the prompt, or a loop, and, in a Spanish reply, when
+a sentence's subject is a word of the question that the course never uses in any form: asked "¿qué
+es el beam search?", the packaged model answers "El beam search es un método de ajuste…" from
+whatever passage came back, every other word taken from the course. (In another language the
+course's own terms are translated, "modèles multimodaux", so their absence from the Spanish text
+proves nothing.) It does not write the fallback answer (extract.py does) and never edits a
+sentence: it keeps or drops it.
 """
 
 from __future__ import annotations
@@ -34,6 +36,14 @@ _VERBS = frozenset(
     "sirven funciona funcionan is are was were means refers works e sao est sont ist sind sono".split()
 )
 _SUBJECT_WORDS = 6
+
+
+def subject(sentence: str) -> list[str]:
+    """The folded words before the sentence's verb, if it comes early ("el beam search" in "El beam search
+    es un método…"); [] when no verb is among the first words. Numbers are left out ("2. El underfitting")."""
+    words = re.findall(r"\w+", fold(sentence))
+    verb = next((i for i, w in enumerate(words[:_SUBJECT_WORDS]) if w in _VERBS), 0)
+    return [w for w in words[:verb] if not w.isdigit()]
 
 
 @dataclass(frozen=True)
@@ -63,8 +73,8 @@ class Verifier:
         self.min_similarity = min_similarity
         self.min_overlap = min_overlap
         self.min_kept_share = min_kept_share
-        self.vocabulary = Vocabulary(index.chunks.values())
-        self._stems = set(index.tokens(" ".join(f"{c.section_title} {c.text}" for c in index.chunks.values())))
+        self.vocabulary = Vocabulary(index.chunks.values(), index.tokens)
+        self._anchors: dict[str, Vocabulary] = {}  # chunk id -> its own words (see _unsupported)
 
     def check(
         self, text: str, *, question: str, passages: Sequence[Passage], language: str, prompt: str = ""
@@ -85,14 +95,16 @@ class Verifier:
         source = "\n".join([question, *(p.chunk.text for p in passages)])
         source_folded = fold(source)
         source_tokens = set(self.index.tokens(source))
-        passage_vectors = [v for _, _, v in self.index.sentences_of([p.chunk.id for p in passages])]
-        matrix = np.stack(passage_vectors) if passage_vectors else np.zeros((0, self.index.embedder.dim))
+        rows = self.index.sentences_of([p.chunk.id for p in passages])
+        matrix = np.stack([v for _, _, v in rows]) if rows else np.zeros((0, self.index.embedder.dim))
+        # Spanish only, as for `unnamed`: the chunk each passage sentence belongs to, to anchor subjects in.
+        anchors = [self._anchor(chunk_id) for chunk_id, _, _ in rows] if language == "es" else []
         vectors = self.index.embedder.embed_passages(sentences)
 
         kept: list[str] = []
         removed: list[tuple[str, str]] = []
         for sentence, vector in zip(sentences, vectors):
-            reason = self._unsupported(sentence, vector, matrix, source_folded, source_tokens)
+            reason = self._unsupported(sentence, vector, matrix, anchors, source_folded, source_tokens)
             if reason:
                 removed.append((sentence, reason))
             else:
@@ -120,21 +132,21 @@ class Verifier:
     def unnamed(self, sentence: str, asked: Collection[str]) -> list[str]:
         """Words of the sentence's subject that the student asked about and the course never uses in any
         form ("podar" is the course's: it says "poda"; stopwords are nobody's)."""
-        words = re.findall(r"\w+", fold(sentence))
-        verb = next((i for i, w in enumerate(words[:_SUBJECT_WORDS]) if w in _VERBS), None)
-        if verb is None:
-            return []
-        return [
-            w
-            for w in words[:verb]
-            if w in asked
-            and not w.isdigit()
-            and not self.vocabulary.names(w)
-            and not set(self.index.tokens(w)) <= self._stems
-        ]
+        return [w for w in subject(sentence) if w in asked and not self.vocabulary.names(w)]
+
+    def _anchor(self, chunk_id: str) -> Vocabulary:
+        if chunk_id not in self._anchors:
+            self._anchors[chunk_id] = Vocabulary([self.index.chunks[chunk_id]], self.index.tokens)
+        return self._anchors[chunk_id]
 
     def _unsupported(
-        self, sentence: str, vector: np.ndarray, matrix: np.ndarray, source: str, tokens: set[str]
+        self,
+        sentence: str,
+        vector: np.ndarray,
+        matrix: np.ndarray,
+        anchors: Sequence[Vocabulary],
+        source: str,
+        tokens: set[str],
     ) -> str | None:
         for number in _NUMBER.findall(sentence):
             if not re.search(rf"(?<![\d.,]){re.escape(number)}(?![\d]|[.,]\d)", source):  # "10" is not in "2010"
@@ -145,8 +157,13 @@ class Verifier:
         words = self.index.tokens(sentence)
         if words and sum(w in tokens for w in words) / len(words) < self.min_overlap:
             return "palabras ajenas al pasaje"
-        if not len(matrix) or float((matrix @ vector).max()) < self.min_similarity:
+        similarity = matrix @ vector
+        if not len(matrix) or float(similarity.max()) < self.min_similarity:
             return "no se parece a ninguna frase del pasaje"
+        # What the sentence is about must be in the passage it resembles most: "El decodificador es una
+        # técnica que se utiliza para modelar las oraciones" resembled a sentence of a chunk on pruning.
+        if anchors and (missing := [w for w in subject(sentence) if not anchors[int(similarity.argmax())].names(w)]):
+            return f"su sujeto ({' '.join(missing)}) no está en el pasaje al que se parece"
         return None
 
 
