@@ -29,11 +29,11 @@ from tutor.types import Passage
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 # Acronyms and model names (BERT, GPT-3, T5, RoBERTa) and capitalised words inside a sentence.
 _NAME = re.compile(r"\b[A-ZÁÉÍÓÚÑ][\w-]*[A-Z0-9][\w-]*\b|(?<=[a-záéíóúñ,;:] )[A-ZÁÉÍÓÚÑ][a-záéíóúñ]+\b")
-# The verb that ends a sentence's subject ("El beam search | es", "Los jailbreaks | se utilizan"), folded,
-# in the reply languages; looked for among a sentence's first words only.
+# The verb that ends a sentence's subject ("El beam search | es", "Los jailbreaks | se utilizan"), folded;
+# Spanish only, as both checks that use it; looked for among a sentence's first words only.
 _VERBS = frozenset(
     "es son era eran fue fueron sera seria se consiste consisten significa significan permite permiten sirve "
-    "sirven funciona funcionan is are was were means refers works e sao est sont ist sind sono".split()
+    "sirven funciona funcionan".split()
 )
 _SUBJECT_WORDS = 6
 
