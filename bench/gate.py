@@ -23,7 +23,7 @@ from tutor.config import Settings
 from tutor.embed import E5Embedder
 from tutor.evaluate import load_dataset
 from tutor.gate import Gate, model_folder
-from tutor.gate_model import GateModel
+from tutor.gate.model import GateModel
 from tutor.index import Index, ingest
 from tutor.language import LanguageDetector
 from tutor.retrieve import clean_query, search_query

@@ -195,8 +195,8 @@ def served_app(course_settings: Settings, course_index, gemma, tmp_path_factory:
 
     from pydantic import SecretStr
 
+    from tutor.app.ui import build_ui, launch, open_store
     from tutor.pipeline import build_tutor
-    from tutor.ui import build_ui, launch, open_store
 
     root = tmp_path_factory.mktemp("app")
     knowledge, prompts = root / "knowledge", root / "prompts"

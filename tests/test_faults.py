@@ -152,8 +152,8 @@ def test_a_damaged_index_gives_the_rebuild_hint_and_a_rebuild_resumes_without_re
     """Found: a deleted folder (or deleted vector files) keeps answering from what Chroma holds open
     (Linux keeps unlinked files readable); garbage in its database gives IndexNotReady with the fix.
     Either way no other exception reaches the caller, and the next start says what to run."""
+    from tutor.app.ui import Conversation
     from tutor.index import Index, ingest
-    from tutor.ui import Conversation
 
     assert "(§3.3.3)" in final(small_tutor).answer.text
     damage_index(small_settings.index_dir, how)

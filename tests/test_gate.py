@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 
 from tutor.evaluate import Item, gate_scores, load_dataset
 from tutor.gate import Gate
-from tutor.gate_extra import ExtraClassifier, ExtraModelError
-from tutor.gate_model import DATA_DIR, LABELS, REASONS, UNSAFE, GateModel, GateModelError, load_examples
-from tutor.gate_rules import find_rule
+from tutor.gate.extra import ExtraClassifier, ExtraModelError
+from tutor.gate.model import DATA_DIR, LABELS, REASONS, UNSAFE, GateModel, GateModelError, load_examples
+from tutor.gate.rules import find_rule
 from tutor.prompts import LANGUAGES, PromptLibrary
 
 REPO = Path(__file__).resolve().parent.parent

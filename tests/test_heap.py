@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from tutor.heap import limit_arenas
+from tutor.app.heap import limit_arenas
 
 # A fresh process (arenas, once created, stay): eight threads allocate at once, then glibc lists its arenas.
 ARENAS = """
 import ctypes, sys, threading
-from tutor.heap import limit_arenas
+from tutor.app.heap import limit_arenas
 limit_arenas(int(sys.argv[1]))
 libc = ctypes.CDLL("libc.so.6")
 libc.malloc.restype, libc.malloc.argtypes, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_size_t], [ctypes.c_void_p]

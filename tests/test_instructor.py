@@ -19,10 +19,10 @@ import httpx
 import pytest
 from conftest import REPO, SMALL_COURSE
 
+from tutor.app.instructor import LoginGuard, UploadRefused, build_instructor_tab, safe_upload_name
+from tutor.app.store import Store
 from tutor.config import Settings
-from tutor.instructor import LoginGuard, UploadRefused, build_instructor_tab, safe_upload_name
 from tutor.prompts import PromptLibrary
-from tutor.store import Store
 
 PASSWORD = "clave-de-prueba-42"
 NEW_SECTION = """# 9. Compresión de modelos

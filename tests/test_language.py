@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tutor.evaluate import Item, language_scores, load_dataset
-from tutor.gate_model import load_examples
+from tutor.gate.model import load_examples
 from tutor.language import SUPPORTED
 
 DEV = Path(__file__).resolve().parent.parent / "eval" / "dev.jsonl"

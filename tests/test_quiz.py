@@ -9,11 +9,11 @@ from dataclasses import replace
 
 import pytest
 
-from tutor.grade import Grader, examples_file, load_examples, measure, parse_choice, parse_true_false
 from tutor.index import fold
 from tutor.pipeline import build_tutor
 from tutor.practice import mastery, mastery_markdown, pending
-from tutor.quiz import BLANK, Bank, apply_overrides, build_bank, course_sections, giveaways, substantive
+from tutor.practice.bank import BLANK, Bank, apply_overrides, build_bank, course_sections, giveaways, substantive
+from tutor.practice.grade import Grader, examples_file, load_examples, measure, parse_choice, parse_true_false
 
 HELD_APART_FLOOR = 0.85  # measured 0.892 (tune 0.871) with `tutor quiz eval`: see the README
 

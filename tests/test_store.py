@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from tutor.app.store import MIGRATIONS, VERSION, InvalidFeedback, Store
 from tutor.cli import main
 from tutor.config import Settings
 from tutor.errors import StoreError, TutorError
 from tutor.pipeline import Answer, Plan
-from tutor.store import MIGRATIONS, VERSION, InvalidFeedback, Store
 from tutor.types import Chunk, GateDecision, Passage
 
 

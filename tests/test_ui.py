@@ -7,7 +7,7 @@ import threading
 import pytest
 from gradio_client import Client
 
-from tutor.ui import Turnstile, conversation_markdown, inert
+from tutor.app.ui import Turnstile, conversation_markdown, inert
 
 
 @pytest.fixture(scope="module")

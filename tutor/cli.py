@@ -160,9 +160,9 @@ def _settings(args: argparse.Namespace):  # -> Settings
 
 
 def cmd_ingest(args: argparse.Namespace, settings) -> int:
+    from tutor.app.lock import holding
     from tutor.embed import load_embedder
     from tutor.index import ingest
-    from tutor.lock import holding
 
     with holding(settings.data_dir, "ingest"):  # refused while an app serves from this folder
         report = ingest(settings, load_embedder(settings), rebuild=args.rebuild, progress=not args.quiet)
@@ -276,7 +276,7 @@ def cmd_gate(args: argparse.Namespace, settings) -> int:
 
     index = _index(settings, repair=True)
     if args.message == ["train"]:
-        from tutor.gate_model import EXAMPLES, load_examples
+        from tutor.gate.model import EXAMPLES, load_examples
 
         examples = load_examples(args.examples or EXAMPLES)
         print(f"Entrenando el filtro con {len(examples)} ejemplos (validación cruzada)…", file=sys.stderr)
@@ -427,7 +427,7 @@ def cmd_quiz(args: argparse.Namespace, settings) -> int:
     import time
 
     from tutor.practice import Practice, mastery, mastery_markdown
-    from tutor.quiz import build_bank
+    from tutor.practice.bank import build_bank
 
     index = _index(settings, repair=True)
     if args.action == "build":
@@ -444,7 +444,7 @@ def cmd_quiz(args: argparse.Namespace, settings) -> int:
             print(f"Aviso: {problem}", file=sys.stderr)
         return 0
     if args.action == "eval":
-        from tutor.grade import Grader, examples_file, load_examples, measure
+        from tutor.practice.grade import Grader, examples_file, load_examples, measure
 
         started = time.perf_counter()
         bank = build_bank(index, settings.data_dir, settings.knowledge_dir)
@@ -494,9 +494,9 @@ def cmd_quiz(args: argparse.Namespace, settings) -> int:
 def cmd_serve(args: argparse.Namespace, settings) -> int:
     import signal
 
-    from tutor.heap import limit_arenas
-    from tutor.lock import acquire
-    from tutor.ui import build_ui, launch, open_store
+    from tutor.app.heap import limit_arenas
+    from tutor.app.lock import acquire
+    from tutor.app.ui import build_ui, launch, open_store
 
     acquire(settings.data_dir, "serve")  # one app per data folder, held until the process ends
     limit_arenas(settings.malloc_arenas)  # before Gradio's worker threads each grow an arena of their own
@@ -557,7 +557,7 @@ def cmd_model_check(args: argparse.Namespace, settings) -> int:
 
 
 def cmd_data_export(args: argparse.Namespace, settings) -> int:
-    from tutor.store import Store
+    from tutor.app.store import Store
 
     store = Store.open(settings)
     if args.out is not None and args.out.suffix.lower() == ".csv":
@@ -576,7 +576,7 @@ def cmd_data_export(args: argparse.Namespace, settings) -> int:
 
 
 def cmd_data_purge(args: argparse.Namespace, settings) -> int:
-    from tutor.store import Store
+    from tutor.app.store import Store
 
     store = Store.open(settings)
     if not args.yes:
@@ -599,9 +599,9 @@ def _retriever(settings, *, repair: bool = False):
 
 def _index(settings, *, repair: bool = False):
     """Open the index; build it the first time. With repair, a damaged index is rebuilt too."""
+    from tutor.app.lock import holding
     from tutor.embed import load_embedder
     from tutor.index import Index, ingest
-    from tutor.lock import holding
 
     embedder = load_embedder(settings)
     first_time = not (settings.index_dir / "manifest.json").exists()

@@ -233,8 +233,8 @@ class Material:
 
     def reindex(self) -> str:
         """Bring the index in line with the folder and answer from it at once; a summary line."""
+        from tutor.app.lock import holding
         from tutor.index import Index, ingest
-        from tutor.lock import holding
 
         # The app already holds the data folder's lock (then this is a no-op); a `tutor ingest` running
         # in another process makes this a clear DataDirBusy instead of two writers on one index.

@@ -27,7 +27,7 @@ import numpy as np
 
 from tutor.embed import Embedder
 from tutor.index import fold
-from tutor.quiz import Item, _cognate
+from tutor.practice.bank import Item, _cognate
 
 VERDICTS = ("correct", "partial", "incorrect")
 
@@ -275,4 +275,4 @@ def _rate(rows: Sequence[tuple[Example, str]]) -> float:
 
 
 def examples_file() -> Path:
-    return Path(__file__).resolve().parent.parent / "eval" / "grading.jsonl"
+    return Path(__file__).resolve().parents[2] / "eval" / "grading.jsonl"

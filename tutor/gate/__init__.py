@@ -20,8 +20,8 @@ import numpy as np
 
 from tutor.config import Settings
 from tutor.embed import Embedder
-from tutor.gate_extra import ExtraClassifier
-from tutor.gate_model import (
+from tutor.gate.extra import ExtraClassifier
+from tutor.gate.model import (
     CLASSES,
     DATA_DIR,
     LABELS,
@@ -32,7 +32,7 @@ from tutor.gate_model import (
     features,
     train,
 )
-from tutor.gate_rules import find_rule, is_chitchat, says_thanks
+from tutor.gate.rules import find_rule, is_chitchat, says_thanks
 from tutor.index import Vocabulary
 from tutor.types import Chunk, GateDecision
 

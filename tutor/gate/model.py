@@ -21,7 +21,7 @@ import numpy as np
 from tutor.embed import Embedder
 from tutor.errors import TutorError
 
-DATA_DIR = Path(__file__).resolve().parent / "gate_data"
+DATA_DIR = Path(__file__).resolve().parent / "data"
 EXAMPLES = DATA_DIR / "train.jsonl"
 CLASSES = ("on_topic", "chitchat", "other_subject", "harm", "self_harm", "harassment", "personal_data",
            "cheating", "prompt_injection")  # fmt: skip

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from tutor.config import PROJECT_DIR
-from tutor.grade import Grade, Grader, option_label
+from tutor.practice.bank import Bank, Item, build_bank
+from tutor.practice.grade import Grade, Grader, option_label
 from tutor.prompts import PromptLibrary
-from tutor.quiz import Bank, Item, build_bank
 
 REVIEW_AFTER = 2  # a section answered wrong comes back after this many other questions
 PER_SECTION = 2  # questions on one section before moving on to the next

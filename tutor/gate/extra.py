@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from tutor.errors import TutorError
-from tutor.gate_model import UNSAFE
+from tutor.gate.model import UNSAFE
 
 
 class ExtraModelError(TutorError):

@@ -274,7 +274,7 @@ def build_ui(tutor: Tutor, *, settings: Any = None, store: Any = None, notices: 
                     fresh = gr.Button(i18n("new"), elem_id="tutor-new")
                     download = gr.DownloadButton(i18n("download"), interactive=False, elem_id="tutor-download")
             if settings is not None and getattr(settings, "instructor_password", None):
-                from tutor.instructor import build_instructor_tab
+                from tutor.app.instructor import build_instructor_tab
 
                 build_instructor_tab(tutor, settings, store)  # a sibling tab, behind its login
         gr.Markdown(_footer(tutor), elem_id="tutor-footer")
@@ -339,7 +339,7 @@ def launch(app: Any, settings: Any, **kwargs: Any) -> None:
 def open_store(settings: Any) -> tuple[Any, list[str]]:
     """The local feedback and analytics store, or None with a notice: the chat works without it."""
     try:
-        from tutor.store import Store
+        from tutor.app.store import Store
 
         return Store.open(settings), []
     except ImportError:
