@@ -7,16 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from tutor.evaluate import Item, load_dataset, retrieval_scores, section_hits
+from tutor.evaluate import EvalItem, load_dataset, retrieval_scores, section_hits
 
 DEV = Path(__file__).resolve().parent.parent / "eval" / "dev.jsonl"
 HELDOUT = DEV.with_name("heldout.jsonl")
 
 
-def item(i: str, sections: list[str], **kw) -> Item:
+def item(i: str, sections: list[str], **kw) -> EvalItem:
     base = dict(question="q", language="es", gate="on_topic", keywords=(), kind="factual")
     base.update(kw)
-    return Item(id=i, sections=tuple(sections), **base)
+    return EvalItem(id=i, sections=tuple(sections), **base)
 
 
 @pytest.mark.parametrize(
@@ -157,10 +157,10 @@ def test_eval_generate_adds_answer_figures(course_settings, course_index, tmp_pa
 def test_generated_text_shown_for_a_topic_the_course_lacks_is_counted() -> None:
     from types import SimpleNamespace as NS
 
-    from tutor.evaluate import Item, answer_scores
+    from tutor.evaluate import EvalItem, answer_scores
 
     def row(id_: str, kind: str, fallback: str):
-        item = Item(id=id_, question="q es el beam search?", language="es", gate="on_topic", sections=(),
+        item = EvalItem(id=id_, question="q es el beam search?", language="es", gate="on_topic", sections=(),
                     keywords=(), kind="related_not_in_course")  # fmt: skip
         gate = NS(reason="course" if kind == "answer" else "related")
         plan = NS(kind=kind, gate=gate, question=item.question, passages=())

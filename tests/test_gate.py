@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tutor.evaluate import Item, gate_scores, load_dataset
+from tutor.evaluate import EvalItem, gate_scores, load_dataset
 from tutor.gate import Gate
 from tutor.gate.extra import ExtraClassifier, ExtraModelError
 from tutor.gate.model import DATA_DIR, LABELS, REASONS, UNSAFE, GateModel, GateModelError, load_examples
@@ -165,7 +165,7 @@ def test_rules(text: str, reason: str | None) -> None:
 def test_dev_set_targets(gate, detector) -> None:
     """Issue 4's targets, measured by the same code as `tutor eval`."""
 
-    def decide(item: Item) -> tuple[str, str]:
+    def decide(item: EvalItem) -> tuple[str, str]:
         decision = gate.check(item.question, detector.detect(item.question, item.history), item.history)
         return decision.label, decision.reason
 
@@ -178,8 +178,8 @@ def test_dev_set_targets(gate, detector) -> None:
 
 
 def test_gate_scores_by_hand() -> None:
-    def item(i: str, gate: str, chitchat: bool = False) -> Item:
-        return Item(i, "q", "es", gate, (), (), "factual", chitchat=chitchat)
+    def item(i: str, gate: str, chitchat: bool = False) -> EvalItem:
+        return EvalItem(i, "q", "es", gate, (), (), "factual", chitchat=chitchat)
 
     items = [item("a", "on_topic"), item("b", "on_topic"), item("c", "off_topic", chitchat=True),
              item("d", "off_topic"), item("e", "unsafe")]  # fmt: skip

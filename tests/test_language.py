@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tutor.evaluate import Item, language_scores, load_dataset
+from tutor.evaluate import EvalItem, language_scores, load_dataset
 from tutor.gate.model import load_examples
 from tutor.language import SUPPORTED
 
@@ -112,8 +112,8 @@ def test_dev_set_targets(detector) -> None:
 
 
 def test_language_scores_by_hand() -> None:
-    def item(i: str, question: str, language: str) -> Item:
-        return Item(i, question, language, "on_topic", (), (), "factual")
+    def item(i: str, question: str, language: str) -> EvalItem:
+        return EvalItem(i, question, language, "on_topic", (), (), "factual")
 
     items = [item("a", "hola", "es"), item("b", "what is BERT and why", "en"), item("c", "oi", "pt")]
     out = language_scores(items, lambda it: "es")

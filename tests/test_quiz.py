@@ -9,11 +9,11 @@ from dataclasses import replace
 
 import pytest
 
-from tutor.index import fold
 from tutor.pipeline import build_tutor
 from tutor.practice import mastery, mastery_markdown, pending
 from tutor.practice.bank import BLANK, Bank, apply_overrides, build_bank, course_sections, giveaways, substantive
-from tutor.practice.grade import Grader, examples_file, load_examples, measure, parse_choice, parse_true_false
+from tutor.practice.grade import Grader, grading_file, load_labelled_answers, measure, parse_choice, parse_true_false
+from tutor.text import fold
 
 HELD_APART_FLOOR = 0.85  # measured 0.892 (tune 0.871) with `tutor quiz eval`: see the README
 
@@ -111,7 +111,7 @@ def test_instructor_overrides_add_edit_and_disable(bank, tmp_path) -> None:
 
 
 def test_grading_agrees_with_the_labelled_set(grader, bank) -> None:
-    examples = load_examples(examples_file())
+    examples = load_labelled_answers(grading_file())
     assert len(examples) >= 120 and {e.language for e in examples} == {"es", "en"}
     assert {e.label for e in examples} == {"correct", "partial", "incorrect"}
     tuned = {e.item for e in examples if e.split == "tune"}

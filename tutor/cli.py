@@ -444,12 +444,12 @@ def cmd_quiz(args: argparse.Namespace, settings) -> int:
             print(f"Aviso: {problem}", file=sys.stderr)
         return 0
     if args.action == "eval":
-        from tutor.practice.grade import Grader, examples_file, load_examples, measure
+        from tutor.practice.grade import Grader, grading_file, load_labelled_answers, measure
 
         started = time.perf_counter()
         bank = build_bank(index, settings.data_dir, settings.knowledge_dir)
         try:
-            result = measure(Grader(index), load_examples(examples_file()), {i.id: i for i in bank.items},
+            result = measure(Grader(index), load_labelled_answers(grading_file()), {i.id: i for i in bank.items},
                              tune=args.tune)  # fmt: skip
         except ValueError as exc:
             raise TutorError(f"eval/grading.jsonl: {exc}") from exc

@@ -24,7 +24,7 @@ KINDS = {
 
 
 @dataclass(frozen=True)
-class Item:
+class EvalItem:
     id: str
     question: str
     language: str
@@ -38,7 +38,7 @@ class Item:
 
 @dataclass
 class Dataset:
-    items: list[Item] = field(default_factory=list)
+    items: list[EvalItem] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)  # "line 7: …"
 
 
@@ -71,7 +71,7 @@ def load_dataset(path: Path) -> Dataset:
     return dataset
 
 
-def _parse(raw: Any) -> Item:
+def _parse(raw: Any) -> EvalItem:
     if not isinstance(raw, dict):
         raise ValueError("cada línea debe ser un objeto JSON")
 
@@ -98,7 +98,7 @@ def _parse(raw: Any) -> Item:
         for t in history
     ):
         raise ValueError("«history» debe ser una lista de {role: user|assistant, content: texto}")
-    return Item(
+    return EvalItem(
         id=text("id"),
         question=text("question"),
         language=text("language"),
@@ -116,9 +116,9 @@ def section_hits(retrieved: str, expected: str) -> bool:
     return retrieved == expected or retrieved.startswith(expected + ".")
 
 
-def retrieval_scores(items: Iterable[Item], ranked: Callable[[Item], Sequence[str]]) -> dict[str, Any]:
+def retrieval_scores(items: Iterable[EvalItem], ranked: Callable[[EvalItem], Sequence[str]]) -> dict[str, Any]:
     """Figures over on-topic items with sections; `ranked` gives the section ids retrieved, best first."""
-    rows: list[tuple[Item, dict[str, float]]] = []
+    rows: list[tuple[EvalItem, dict[str, float]]] = []
     for item in items:
         if item.gate != "on_topic" or not item.sections:
             continue
@@ -153,7 +153,7 @@ def _mean(rows: list[dict[str, float]]) -> dict[str, Any]:
     return out
 
 
-def language_scores(items: Iterable[Item], detect: Callable[[Item], str]) -> dict[str, Any]:
+def language_scores(items: Iterable[EvalItem], detect: Callable[[EvalItem], str]) -> dict[str, Any]:
     """Reply-language accuracy over every item, and over messages of three words or fewer."""
     rows = [(item, detect(item) == item.language) for item in items]
     short = [ok for item, ok in rows if len(item.question.split()) <= 3]
@@ -169,7 +169,7 @@ def language_scores(items: Iterable[Item], detect: Callable[[Item], str]) -> dic
 GATE_LABELS = ("on_topic", "off_topic", "unsafe")
 
 
-def gate_scores(items: Iterable[Item], decide: Callable[[Item], tuple[str, str]]) -> dict[str, Any]:
+def gate_scores(items: Iterable[EvalItem], decide: Callable[[EvalItem], tuple[str, str]]) -> dict[str, Any]:
     """Gate figures; `decide` gives (label, reason) for an item. An item marked chitchat counts as
     correct only when labelled off_topic with reason chitchat (its reply differs from a redirect);
     `confusion[gold][predicted]` counts labels alone."""
@@ -204,7 +204,7 @@ def gate_scores(items: Iterable[Item], decide: Callable[[Item], tuple[str, str]]
     }
 
 
-def answer_scores(rows: Sequence[tuple[Item, Any, str]], detect: Callable[[str], str]) -> dict[str, Any]:
+def answer_scores(rows: Sequence[tuple[EvalItem, Any, str]], detect: Callable[[str], str]) -> dict[str, Any]:
     """Figures of `tutor eval --generate`: rows are (item, Answer, visible reply text).
 
     keyword_recall looks in the whole visible reply, prose_keyword_recall in the tutor's prose alone;
@@ -269,7 +269,7 @@ def unsupported_numbers(text: str, sources: Sequence[str]) -> list[str]:
 
 
 def _found(keywords: Sequence[str], text: str) -> float:
-    from tutor.index import fold
+    from tutor.text import fold
 
     folded = fold(text)
     return sum(fold(k) in folded for k in keywords) / len(keywords)
@@ -282,7 +282,7 @@ def _own_words(text: str) -> str:
     return re.sub(r"«[^»]*»|\(§[^)]*\)|§\S+", " ", text)
 
 
-def _refusal_ok(item: Item, kind: str, reason: str) -> bool:
+def _refusal_ok(item: EvalItem, kind: str, reason: str) -> bool:
     if item.gate == "unsafe":
         return kind == "refusal"
     if item.chitchat:

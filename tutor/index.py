@@ -14,13 +14,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import re
 import shutil
-import tempfile
 import time
-import unicodedata
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +27,7 @@ from tutor.config import Settings
 from tutor.embed import Embedder, sentence_embedder
 from tutor.errors import IndexNotReady, TutorError
 from tutor.ingest import KnowledgeFileError, chunk_file, knowledge_files
-from tutor.ingest import sentences as split_sentences
+from tutor.text import sentences, stems, write_atomic
 from tutor.types import Chunk
 
 log = logging.getLogger(__name__)
@@ -146,7 +142,7 @@ def _sentence_records(chunks: list[Chunk]) -> list[_Record]:
     Searching sentences finds a precise fact that a whole window's vector dilutes."""
     records = []
     for chunk in chunks:
-        for n, sentence in enumerate(s for s in split_sentences(chunk.text) if len(s.split()) >= 4):
+        for n, sentence in enumerate(s for s in sentences(chunk.text) if len(s.split()) >= 4):
             text = f"{chunk.section_title}: {sentence}"
             digest = hashlib.sha256(text.encode()).hexdigest()
             records.append(_Record(f"{chunk.id}~{n}", digest, text, sentence, {"chunk_id": chunk.id, "hash": digest}))
@@ -321,8 +317,8 @@ class Index:
         return [self.chunks[i] for i in self._order], np.asarray([by_id[i] for i in self._order], dtype=np.float32)
 
     def tokens(self, text: str) -> list[str]:
-        """The stemmed, accent-folded content words BM25 sees (shared with the verifier and extractor)."""
-        return self._bm25.tokens(text)
+        """The stemmed, accent-folded content words BM25 sees (text.stems: shared with the verifier and grader)."""
+        return stems(text)
 
     def lexical(self, query: str, n: int) -> list[str]:
         """Ids of the n chunks with the best BM25 score (score > 0 only), best first."""
@@ -362,59 +358,21 @@ class Index:
 
 
 class SpanishBM25:
-    """BM25 over accent-stripped, Spanish-stemmed tokens without stopwords (bm25s + PyStemmer)."""
+    """BM25 over accent-stripped, Spanish-stemmed tokens without stopwords (bm25s + PyStemmer; text.stems)."""
 
     def __init__(self, texts: Iterable[str]) -> None:
         import bm25s
-        import Stemmer
-        from bm25s.stopwords import STOPWORDS_SPANISH
 
-        self._stemmer = Stemmer.Stemmer("spanish")
-        self._stop = {fold(w) for w in STOPWORDS_SPANISH}
         self._bm25 = bm25s.BM25()
-        self._bm25.index([self.tokens(t) for t in texts], show_progress=False)
-
-    def tokens(self, text: str) -> list[str]:
-        words = [w for w in re.findall(r"\w+", fold(text)) if w not in self._stop and (len(w) > 1 or w.isdigit())]
-        return [str(s) for s in self._stemmer.stemWords(words)]
+        self._bm25.index([stems(t) for t in texts], show_progress=False)
 
     def top(self, query: str, n: int) -> list[int]:
-        tokens = self.tokens(query)
+        tokens = stems(query)
         if not tokens:
             return []
         scores = self._bm25.get_scores(tokens)
         best = np.argsort(-scores, kind="stable")[:n]
         return [int(i) for i in best if scores[i] > 0]
-
-
-def fold(text: str) -> str:
-    """Lowercase without accents: students often type 'atencion' for 'atención'."""
-    return "".join(c for c in unicodedata.normalize("NFKD", text.lower()) if not unicodedata.combining(c))
-
-
-class Vocabulary:
-    """The words some course text uses (titles and text, folded), to tell what it never names.
-
-    With `tokens` (Index.tokens) a word also counts in any form the Spanish stemmer folds together:
-    "podar" is named by a text that says "poda"."""
-
-    # The course's terms under the name a student may use instead (it says NLP, students write PLN).
-    ALIASES = {"pln": "nlp"}
-
-    def __init__(self, chunks: Iterable[Chunk], tokens: Callable[[str], list[str]] | None = None) -> None:
-        texts = [fold(f"{c.section_title} {c.text}") for c in chunks]
-        self.words = {w for t in texts for w in re.findall(r"\w+", t)}
-        self._tokens = tokens
-        self._stems = set(tokens(" ".join(texts))) if tokens else set()
-
-    def names(self, word: str) -> bool:
-        """Whether the text uses the word, in the singular or the plural ("LLM" is known from "LLMs")."""
-        w = self.ALIASES.get(fold(word), fold(word))
-        forms = {w, f"{w}s", f"{w}es", w[:-1] if w.endswith("s") else w, w[:-2] if w.endswith("es") else w}
-        if forms & self.words:
-            return True
-        # A stopword has no stem: it is nobody's term, so it counts as named.
-        return self._tokens is not None and any(set(self._tokens(f)) <= self._stems for f in forms)
 
 
 class _Damaged(Exception):
@@ -543,8 +501,4 @@ def _write_manifest(index_dir: Path, embedder: Embedder, chunks: list[Chunk], *,
         "sentences": sentences,
         "chunks": [asdict(c) for c in chunks],
     }
-    index_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=index_dir, prefix=".manifest-", suffix=".json")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, ensure_ascii=False, indent=1)
-    os.replace(tmp, index_dir / MANIFEST)
+    write_atomic(index_dir / MANIFEST, json.dumps(data, ensure_ascii=False, indent=1))

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import re
-import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
+from tutor.text import fold, sentences, split_front_matter
 from tutor.types import Chunk
 
 SUFFIXES = (".md", ".txt", ".pdf")
@@ -21,7 +23,6 @@ _MD_HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
 _NUMBERED = re.compile(r"^(\d+(?:\.\d+)*)\.?\s+(\S.*)$")
 # In plain text only multi-level numbers are headings: "1. Preentrenamiento:" is a list item.
 _TXT_HEADING = re.compile(r"^(\d+\.\d+(?:\.\d+)*)\.?\s+(\S.{0,150})$")
-_SENTENCE_END = re.compile(r"(?<=[.!?…])\s+(?=[¿¡\"'(«A-ZÁÉÍÓÚÑ0-9])")
 
 
 class KnowledgeFileError(Exception):
@@ -115,24 +116,6 @@ def split_sections(text: str, *, markdown: bool, fallback_title: str) -> list[Se
     return [s for s in sections if s.text]
 
 
-def sentences(text: str, *, max_words: int = 120) -> list[str]:
-    """Lines split into sentences; a list number stays with its text, an overlong sentence is cut."""
-    units: list[str] = []
-    for line in text.splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        parts = _SENTENCE_END.split(line)
-        for i in range(len(parts) - 1, 0, -1):  # "1. Entrenamiento…": a list number is no sentence
-            if re.fullmatch(r"[-*]?\s*\d{1,2}[.)]", parts[i - 1]):
-                parts[i - 1 : i + 1] = [f"{parts[i - 1]} {parts[i]}"]
-        for sentence in parts:
-            tokens = sentence.split()
-            for start in range(0, len(tokens), max_words):
-                units.append(" ".join(tokens[start : start + max_words]))
-    return units
-
-
 def chunk_text(text: str, *, words: int, overlap: int) -> list[str]:
     """Windows of about `words` words cut at line and sentence ends, sharing up to `overlap` words."""
     units = sentences(text, max_words=words)
@@ -203,21 +186,19 @@ def _clean_title(title: str) -> str:
 
 
 def _front_matter(text: str) -> tuple[dict[str, str], str]:
-    """The `key: value` lines of a leading `---` block, and the text after it."""
-    match = re.match(r"---[ \t]*\n(.*?)\n---[ \t]*(?:\n|$)", text, flags=re.DOTALL)
-    if not match:
-        return {}, text
-    fields = {}
-    for line in match.group(1).splitlines():
-        key, sep, value = line.partition(":")
-        if sep and key.strip():
-            fields[key.strip()] = value.strip().strip("\"'")
-    return fields, text[match.end() :]
+    """The fields of a leading `---` YAML block (a broken one is ignored: it is not course text either),
+    and the text after it."""
+    header, body = split_front_matter(text)
+    try:
+        fields = yaml.safe_load(header) if header is not None else None
+    except yaml.YAMLError:
+        fields = None
+    return ({str(k): str(v) for k, v in fields.items() if v is not None} if isinstance(fields, dict) else {}), body
 
 
 def _slug(text: str) -> str:
-    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
-    return re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-") or "seccion"
+    ascii_text = fold(text).encode("ascii", "ignore").decode()
+    return re.sub(r"[^a-z0-9]+", "-", ascii_text).strip("-") or "seccion"
 
 
 def _count(units: list[str]) -> int:

@@ -24,19 +24,14 @@ from tutor.errors import BadQuery, TutorError
 from tutor.extract import Extractor
 from tutor.prompts import PromptLibrary
 from tutor.retrieve import Retriever, search_query
-from tutor.types import ChatPrompt, GateDecision, Message, Passage, TextPrompt
+from tutor.text import ASKS_FOR_ANSWER
+from tutor.types import ChatPrompt, GateDecision, Message, Passage, TextPrompt, Turn
 from tutor.verify import Verifier
 
 log = logging.getLogger("tutor")
 
 Mode = Literal["explain", "socratic", "practice"]
 MODES: tuple[str, ...] = ("explain", "socratic", "practice")
-Turn = dict[str, Any]  # {"role": "user" | "assistant", "content": str, optional "meta": {...}}
-_GIVE_UP = re.compile(
-    r"\b(dame la respuesta|no (lo )?s[eé]|me rindo|give me the answer|i don'?t know|i give up|"
-    r"d[oó]nam la resposta|dimmi la risposta|donne-moi la r[ée]ponse|sag mir die antwort)\b",
-    re.IGNORECASE,
-)
 
 
 class Detector(Protocol):
@@ -413,7 +408,7 @@ def _socratic_step(turns: Sequence[Turn], message: str) -> int:
     last = turns[-1].get("meta", {}) if turns else {}
     if last.get("mode") != "socratic" or last.get("kind") != "hint":
         return 1
-    return 3 if last.get("step", 1) >= 2 or _GIVE_UP.search(message) else last.get("step", 1) + 1
+    return 3 if last.get("step", 1) >= 2 or ASKS_FOR_ANSWER.search(message) else last.get("step", 1) + 1
 
 
 def _key_terms(text: str, question_tokens: Sequence[str]) -> list[str]:

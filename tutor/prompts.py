@@ -28,11 +28,11 @@ from typing import Any
 import yaml
 
 from tutor.errors import TutorError
+from tutor.text import split_front_matter
 
 log = logging.getLogger(__name__)
 
 LANGUAGES = ("es", "en", "pt", "fr", "ca", "it", "de")
-_FRONT = re.compile(r"\A---[ \t]*\n(.*?)\n---[ \t]*\n?", re.DOTALL)
 
 
 class PromptTemplateError(TutorError):
@@ -155,18 +155,17 @@ def load_template(path: Path, name: str) -> Template:
 def parse_template(text: str, name: str, stamp: tuple[float, int]) -> Template:
     """Validate a template's text; PromptTemplateError names prompts/<name>.md and the line."""
     where = f"prompts/{name}.md"
-    match = _FRONT.match(text)
-    if not match:
+    header, body = split_front_matter(text)
+    if header is None:
         raise PromptTemplateError(f"{where}: line 1: falta la cabecera '---' con la lista 'variables:'")
     try:
-        meta = yaml.safe_load(match.group(1)) or {}
+        meta = yaml.safe_load(header) or {}
     except yaml.YAMLError as exc:
         raise PromptTemplateError(f"{where}: la cabecera no es YAML válido ({exc})") from exc
     variables = meta.get("variables", []) if isinstance(meta, dict) else None
     if not isinstance(variables, list) or not all(isinstance(v, str) for v in variables):
         raise PromptTemplateError(f"{where}: line 2: 'variables' debe ser una lista de nombres")
-    body = text[match.end() :]
-    offset = text[: match.end()].count("\n")
+    offset = text[: len(text) - len(body)].count("\n")
     template = string.Template(body)
     if not template.is_valid():
         bad = re.search(r"\$(?![A-Za-z_{$])|\$\{(?![A-Za-z_][A-Za-z0-9_]*\})", body)

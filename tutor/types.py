@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
+
+# One turn of a conversation as the interfaces keep it: {"role": "user" | "assistant", "content": str,
+# optional "meta": {...}} (the tutor's turns carry Answer.meta: language, mode, citations, quiz).
+Turn = dict[str, Any]
 
 
 @dataclass(frozen=True)

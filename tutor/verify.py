@@ -22,28 +22,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tutor.index import Index, Vocabulary, fold
-from tutor.ingest import sentences as split_sentences
+from tutor.index import Index
+from tutor.text import Vocabulary, fold, subject
+from tutor.text import sentences as split_sentences
 from tutor.types import Passage
 
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 # Acronyms and model names (BERT, GPT-3, T5, RoBERTa) and capitalised words inside a sentence.
 _NAME = re.compile(r"\b[A-ZÁÉÍÓÚÑ][\w-]*[A-Z0-9][\w-]*\b|(?<=[a-záéíóúñ,;:] )[A-ZÁÉÍÓÚÑ][a-záéíóúñ]+\b")
-# The verb that ends a sentence's subject ("El beam search | es", "Los jailbreaks | se utilizan"), folded;
-# Spanish only, as both checks that use it; looked for among a sentence's first words only.
-_VERBS = frozenset(
-    "es son era eran fue fueron sera seria se consiste consisten significa significan permite permiten sirve "
-    "sirven funciona funcionan".split()
-)
-_SUBJECT_WORDS = 6
-
-
-def subject(sentence: str) -> list[str]:
-    """The folded words before the sentence's verb, if it comes early ("el beam search" in "El beam search
-    es un método…"); [] when no verb is among the first words. Numbers are left out ("2. El underfitting")."""
-    words = re.findall(r"\w+", fold(sentence))
-    verb = next((i for i, w in enumerate(words[:_SUBJECT_WORDS]) if w in _VERBS), 0)
-    return [w for w in words[:verb] if not w.isdigit()]
 
 
 @dataclass(frozen=True)
@@ -73,7 +59,7 @@ class Verifier:
         self.min_similarity = min_similarity
         self.min_overlap = min_overlap
         self.min_kept_share = min_kept_share
-        self.vocabulary = Vocabulary(index.chunks.values(), index.tokens)
+        self.vocabulary = Vocabulary(index.chunks.values(), stemmed=True)
         self._anchors: dict[str, Vocabulary] = {}  # chunk id -> its own words (see _unsupported)
 
     def check(
@@ -136,7 +122,7 @@ class Verifier:
 
     def _anchor(self, chunk_id: str) -> Vocabulary:
         if chunk_id not in self._anchors:
-            self._anchors[chunk_id] = Vocabulary([self.index.chunks[chunk_id]], self.index.tokens)
+            self._anchors[chunk_id] = Vocabulary([self.index.chunks[chunk_id]], stemmed=True)
         return self._anchors[chunk_id]
 
     def _unsupported(

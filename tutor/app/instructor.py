@@ -15,7 +15,6 @@ import hmac
 import html
 import inspect
 import logging
-import os
 import re
 import secrets
 import shutil
@@ -33,6 +32,7 @@ import pandas as pd  # type: ignore[import-untyped]
 
 from tutor.errors import TutorError
 from tutor.ingest import SUFFIXES, knowledge_files
+from tutor.text import write_atomic
 
 log = logging.getLogger("tutor")
 
@@ -164,23 +164,9 @@ def save_template(library: Any, name: str, text: str, backups: Path) -> Path:
     backups.mkdir(parents=True, exist_ok=True)
     backup = backups / f"{name.replace('/', '__')}.{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 10**6}.md"
     shutil.copy2(path, backup)
-    _write_atomic(path, text.encode("utf-8"))
+    write_atomic(path, text.encode("utf-8"))
     library.reload(name)
     return backup
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    # The temporary file is hidden and not .md, so neither the prompt library nor ingest reads it half-written.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class Material:
@@ -214,7 +200,7 @@ class Material:
             if target.resolve().parent != folder.resolve():  # belt and braces: safe names have no path
                 refused.append(f"Nombre de archivo no permitido «{name}».")
                 continue
-            _write_atomic(target, path.read_bytes())
+            write_atomic(target, path.read_bytes())
             stored.append(safe)
         return stored, refused
 

@@ -187,7 +187,7 @@ def build_ui(tutor: Tutor, *, settings: Any = None, store: Any = None, notices: 
     welcome = tutor.prompts.get("replies/es/welcome")
     intro = tutor.prompts.reply("welcome", "es").split("\n\n")[0]
     suggestions = [str(s) for s in welcome.meta.get("suggestions", [])][:6]
-    modes = MODE_CHOICES if "practice" in MODES else MODE_CHOICES[:2]
+    modes = MODE_CHOICES
 
     def submit(message: str, chat: list, mode: str, turns: list, baseline: dict, request: gr.Request):
         message = (message or "").strip()

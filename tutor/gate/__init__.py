@@ -33,7 +33,7 @@ from tutor.gate.model import (
     train,
 )
 from tutor.gate.rules import find_rule, is_chitchat, says_thanks
-from tutor.index import Vocabulary
+from tutor.text import Vocabulary
 from tutor.types import Chunk, GateDecision
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")

@@ -10,8 +10,9 @@ and left to the classifier. It does not score anything and knows nothing about t
 from __future__ import annotations
 
 import re
-import unicodedata
 from dataclasses import dataclass
+
+from tutor.text import fold
 
 _W = r"[^\W_]"  # one letter or digit, any script
 
@@ -27,9 +28,7 @@ class Rule:
 
 def normalize(text: str) -> str:
     """Lowercase, accents stripped, typographic quotes made plain, whitespace collapsed."""
-    text = unicodedata.normalize("NFKD", text.lower().replace("’", "'"))
-    text = "".join(ch for ch in text if not unicodedata.combining(ch))
-    return " ".join(text.split())
+    return " ".join(fold(text.replace("’", "'")).split())
 
 
 def _rx(*alternatives: str) -> re.Pattern[str]:

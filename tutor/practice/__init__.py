@@ -38,7 +38,7 @@ _COMMAND = re.compile(
 
 
 @dataclass(frozen=True)
-class Turn:
+class Step:
     """What the practice step decided: the reply, its kind, and the quiz record for the turn's meta."""
 
     kind: str  # quiz (a question) | feedback (a grade, then the next question)
@@ -59,7 +59,7 @@ class Practice:
 
     def step(self, message: str, history: Sequence[Mapping[str, Any]], language: str, *,
              search: Callable[[str], str | None] | None = None,
-             previous: Mapping[str, Any] | None = None) -> Turn:  # fmt: skip
+             previous: Mapping[str, Any] | None = None) -> Step:  # fmt: skip
         """Grade the answer to the pending question (if any), then ask the next question.
 
         Args:
@@ -87,12 +87,12 @@ class Practice:
         number = len(results) + 1
         if item is None:
             parts.append(self.prompts.reply("quiz_no_items", language, section=target or "—"))
-            return Turn("feedback" if result else "quiz", "\n\n".join(parts), {"result": result}, "")
+            return Step("feedback" if result else "quiz", "\n\n".join(parts), {"result": result}, "")
         if review:
             parts.append(self.prompts.reply("quiz_review", language, section=item.section, title=item.title))
         parts.append(self.ask(item, language, number))
         quiz = {"pending": _item_meta(item), "result": result, "review": review, "number": number}
-        return Turn("feedback" if result else "quiz", "\n\n".join(parts), quiz, item.section)
+        return Step("feedback" if result else "quiz", "\n\n".join(parts), quiz, item.section)
 
     def ask(self, item: Item, language: str, number: int) -> str:
         """The question as the student sees it, in their language (the course's words stay Spanish)."""

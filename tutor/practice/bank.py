@@ -16,12 +16,10 @@ import hashlib
 import json
 import logging
 import math
-import os
 import re
-import tempfile
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -29,7 +27,8 @@ from typing import Any
 import numpy as np
 
 from tutor.errors import TutorError
-from tutor.index import Index, fold
+from tutor.index import Index
+from tutor.text import STATEMENT_VERBS, cognate, cognates, fold, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -47,17 +46,7 @@ _GENERIC = set(
     "riesgos tipos metodos tecnicas proceso estrategias perspectiva llms aunque mientras esto este esta estos "
     "estas cuando".split()
 )
-_VERBS = (
-    r"es|son|fue|fueron|era|eran|permite|permiten|utiliza|utilizan|usa|usan|combina|combinan|predice|predicen|"
-    r"elimina|eliminan|mejora|mejoran|requiere|requieren|reduce|reducen|genera|generan|modela|modelan|tiene|"
-    r"tienen|puede|pueden|basa|basan|centra|centran|enfoca|enfocan|refiere|consiste|consisten|implica|implican|"
-    r"incluye|incluyen|captura|capturan|representa|representan|mide|convierte|unifica|aprende|aprenden|busca|"
-    r"buscan|ayuda|ayudan|ofrece|ofrecen|clasifica|distribuye|penaliza|introduce|agrupa|acelera|aceleran|"
-    r"comprime|toma|marcaron|revolucionó|abandonó|procesan|procesa|calcula|evalúa|compara|mantiene|mantienen|"
-    r"demostrado|presentan|presenta|necesita|necesitan|controlan|controla|mide|limita|apaga|utilizó|suele|"
-    r"deben|debe|surgen|reflejan|tienden|plantea|plantean|ocurre|depende|dependen|sirve|sirven|permitió|"
-    r"escalaban|tenían|podían|consistían|eran|logra|produce|producen"
-)
+_VERBS = "|".join(STATEMENT_VERBS)
 _VERB = re.compile(rf"(?<![\w-])((?:(?:se|le|les|lo|la|los|las)\s+)?)({_VERBS})(?![\w-])", re.IGNORECASE)
 _NEGATION = re.compile(r"(?<![\w-])(no|ni|nunca|tampoco|jamás|nada)(?![\w-])", re.IGNORECASE)
 _LABEL = re.compile(r"^(?:[-*•]\s*)?(?:\d{1,2}[.)]\s*)?([^:]{2,70}?):\s*(.*)$")
@@ -173,7 +162,7 @@ def substantive(section: _Section) -> bool:
 # --- building ------------------------------------------------------------------------------------
 
 
-class _Vocabulary:
+class _KeyTerms:
     """Stems, document frequencies over sections, and which words are names: for key terms and blanks."""
 
     def __init__(self, index: Index, sections: Sequence[_Section]) -> None:
@@ -196,7 +185,7 @@ class _Vocabulary:
         repeats (`context`) a little more; adverbs, infinitives and gerunds weigh less: a blank or a key
         term should be a thing, not a manner.
         """
-        banned = self.stems(exclude) | _cognates(exclude)
+        banned = self.stems(exclude) | cognates(exclude)
         repeated = Counter(self.index.tokens(context))
         seen: set[str] = set()
         out = []
@@ -206,7 +195,7 @@ class _Vocabulary:
             if not stems or len(word) < 3 or (len(stems) > 1 and not _is_name(word)):
                 continue
             stem = stems[0]
-            if stem in banned or stem in seen or _cognate(word) in banned or word.lower() in _WEAK:
+            if stem in banned or stem in seen or cognate(word) in banned or word.lower() in _WEAK:
                 continue
             seen.add(stem)
             opening = n == 0 or text[: match.start()].rstrip().endswith((":", ".", "¿", "¡", '"'))
@@ -245,18 +234,6 @@ def _is_name(word: str) -> bool:
     """BERT, RoBERTa, T5, GPT-3, [CLS], Google, 2018: words that survive translation."""
     core = word.strip("[]")
     return bool(re.search(r"[A-Z].*[A-Z0-9]|^\d{4}$", core)) or (core[:1].isupper() and len(core) > 2)
-
-
-def _cognate(word: str) -> str:
-    """A rough spelling key shared by Spanish and English cognates: bidireccional ~ bidirectional."""
-    w = fold(word)
-    for a, b in (("ph", "f"), ("th", "t"), ("ss", "s"), ("y", "i"), ("k", "c"), ("cc", "c"), ("qu", "c")):
-        w = w.replace(a, b)
-    return w[:5] if len(w) >= 5 else w
-
-
-def _cognates(text: str) -> set[str]:
-    return {_cognate(w) for w in re.findall(r"\w+", text) if len(w) >= 5}
 
 
 def _short_name(title: str) -> str:
@@ -387,7 +364,7 @@ def _comparisons(section: _Section) -> list[tuple[str, str, str]]:
     return found
 
 
-def _section_items(section: _Section, siblings: Sequence[_Section], vocab: _Vocabulary, central: dict[str, float],
+def _section_items(section: _Section, siblings: Sequence[_Section], vocab: _KeyTerms, central: dict[str, float],
                    vectors: dict[str, np.ndarray]) -> list[Item]:  # fmt: skip
     """Every rule-made item of one section."""
     items: list[Item] = []
@@ -422,7 +399,7 @@ def _section_items(section: _Section, siblings: Sequence[_Section], vocab: _Voca
     return list({i.id: i for i in items}.values())
 
 
-def _clozes_and_statements(section: _Section, sentences: Sequence[str], vocab: _Vocabulary, used: set[str], *,
+def _clozes_and_statements(section: _Section, sentences: Sequence[str], vocab: _KeyTerms, used: set[str], *,
                            min_weight: float) -> list[Item]:  # fmt: skip
     """Up to two cloze items and two true/false items, each from its own sentence."""
     items: list[Item] = []
@@ -435,7 +412,7 @@ def _clozes_and_statements(section: _Section, sentences: Sequence[str], vocab: _
             if weight < min_weight or len(re.findall(rf"(?<!\w){re.escape(word)}(?!\w)", sentence)) != 1:
                 continue
             blanked = re.sub(rf"(?<!\w){re.escape(word)}(?!\w)", BLANK, sentence)
-            if _cognate(word) in _cognates(blanked) or vocab.stems(word) & vocab.stems(blanked):
+            if cognate(word) in cognates(blanked) or vocab.stems(word) & vocab.stems(blanked):
                 continue
             question = f"Completa el hueco: «{blanked}»"
             items.append(_make(section, "cloze", question, sentence, key_terms=(word,), subject=blanked, answer=word))
@@ -544,7 +521,7 @@ def build_bank(index: Index, data_dir: Path, knowledge_dir: Path | None = None, 
         else:
             todo.append((s, digest))
     if todo:
-        vocab = _Vocabulary(index, sections)
+        vocab = _KeyTerms(index, sections)
         statements = _mc_statements([s for s, _ in todo], groups)
         texts = list(dict.fromkeys(statements))
         embedded = index.embedder.embed_passages(texts) if texts else np.zeros((0, 1))
@@ -649,11 +626,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".quiz-", suffix=".json")
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, ensure_ascii=False, indent=1)
-        os.replace(tmp, path)
+        write_atomic(path, json.dumps(data, ensure_ascii=False, indent=1))
     except OSError as exc:
         raise TutorError(f"No se pudo guardar el banco de preguntas en «{path}» ({exc.strerror}).") from exc
 
@@ -671,11 +644,3 @@ def giveaways(item: Item) -> list[str]:
         if words and all(w in stems for w in words):
             found.append(key)
     return found
-
-
-def sections_with_items(bank: Bank) -> dict[str, int]:
-    return dict(Counter(i.section for i in bank.items))
-
-
-def iter_types(items: Iterable[Item]) -> dict[str, int]:
-    return dict(Counter(i.type for i in items))

@@ -25,9 +25,10 @@ from typing import Any
 
 import numpy as np
 
+from tutor.config import PROJECT_DIR
 from tutor.embed import Embedder
-from tutor.index import fold
-from tutor.practice.bank import Item, _cognate
+from tutor.practice.bank import Item
+from tutor.text import cognate, fold, gives_up
 
 VERDICTS = ("correct", "partial", "incorrect")
 
@@ -52,11 +53,6 @@ WEIGHTS = Weights(
 _TRUE = set("verdadero verdadera cierto cierta v true t yes y si sí correcto correcta verdade verdadeiro vrai "
             "vero wahr richtig cert certa veritat".split())  # fmt: skip
 _FALSE = set("falso falsa f false no incorrecto incorrecta mentira faux faso falsch fals nein non".split())
-_GIVE_UP = re.compile(
-    r"^\s*(no\s+(lo\s+)?s[eé]|ni idea|paso|i\s+don'?t\s+know|no idea|dunno|pass|skip|n/?a|\?+|-+|"
-    r"je ne sais pas|non lo so|ich wei(ß|ss) (es )?nicht|n[aã]o sei|no ho s[eé])\s*[.!?]*\s*$",
-    re.IGNORECASE,
-)
 
 
 @dataclass(frozen=True)
@@ -96,7 +92,7 @@ class Grader:
             ok = bool(answer) and self.mentions(item.answer, answer)
             return Grade("correct" if ok else "incorrect", float(ok), coverage=float(ok),
                          missing=() if ok else (item.answer,), expected=item.answer)  # fmt: skip
-        if not answer or _GIVE_UP.match(answer):
+        if gives_up(answer):
             return Grade("incorrect", 0.0, missing=item.key_terms, expected=item.reference)
         features, missing = self.signals(item, answer)
         return self.decide(features, missing, item.reference)
@@ -146,13 +142,13 @@ class Grader:
         said = re.findall(r"[\w-]+", answer)
         said_fold = {fold(w) for w in said}
         said_stems = set(self.tokens(answer))
-        said_cognates = {_cognate(w) for w in said if len(w) >= 5}
+        said_cognates = {cognate(w) for w in said if len(w) >= 5}
         hits = 0
         for word in words:
             stem = self.tokens(word)
             if fold(word) in said_fold or (stem and stem[0] in said_stems):
                 hits += 1
-            elif len(word) >= 5 and (_cognate(word) in said_cognates or _close(fold(word), said_fold)):
+            elif len(word) >= 5 and (cognate(word) in said_cognates or _close(fold(word), said_fold)):
                 hits += 1
         return hits * 2 >= len(words)  # "Facebook AI": "Facebook" is enough
 
@@ -196,7 +192,7 @@ def _exact(ok: bool, expected: str) -> Grade:
 
 
 @dataclass(frozen=True)
-class Example:
+class LabelledAnswer:
     id: str
     split: str  # tune | held
     language: str
@@ -207,7 +203,7 @@ class Example:
     reference: str = ""
 
 
-def load_examples(path: Path) -> list[Example]:
+def load_labelled_answers(path: Path) -> list[LabelledAnswer]:
     """The labelled answers; ValueError names the line of a malformed one."""
     rows = []
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
@@ -215,7 +211,7 @@ def load_examples(path: Path) -> list[Example]:
             continue
         try:
             data = json.loads(line)
-            row = Example(**{k: data[k] for k in Example.__dataclass_fields__ if k in data})
+            row = LabelledAnswer(**{k: data[k] for k in LabelledAnswer.__dataclass_fields__ if k in data})
         except (ValueError, TypeError, KeyError) as exc:
             raise ValueError(f"{path.name}: line {n}: {exc}") from exc
         if row.label not in VERDICTS or row.split not in ("tune", "held"):
@@ -224,7 +220,7 @@ def load_examples(path: Path) -> list[Example]:
     return rows
 
 
-def measure(grader: Grader, examples: Sequence[Example], items: dict[str, Item], *,
+def measure(grader: Grader, examples: Sequence[LabelledAnswer], items: dict[str, Item], *,
             tune: bool = False) -> dict[str, Any]:  # fmt: skip
     """Agreement with the labels per split and language; with tune, first refit the weights on 'tune' only."""
     signals = []
@@ -232,7 +228,7 @@ def measure(grader: Grader, examples: Sequence[Example], items: dict[str, Item],
         item = items.get(ex.item)
         if item is None:
             raise ValueError(f"{ex.id}: item {ex.item} is not in the bank (was the course changed?)")
-        if not ex.answer.strip() or _GIVE_UP.match(ex.answer):
+        if gives_up(ex.answer):
             continue
         signals.append((ex, *grader.signals(item, ex.answer)))
     weights = fit([(f, ex.label) for ex, f, _ in signals if ex.split == "tune"]) if tune else grader.weights
@@ -260,7 +256,7 @@ def fit(rows: Sequence[tuple[Sequence[float], str]]) -> Weights:
     return Weights(r(mean), r(scale), tuple(r(model.coef_[i]) for i in order), r(model.intercept_[order]))
 
 
-def _agreement(rows: Sequence[tuple[Example, str]]) -> dict[str, Any]:
+def _agreement(rows: Sequence[tuple[LabelledAnswer, str]]) -> dict[str, Any]:
     out: dict[str, Any] = {"n": len(rows), "agreement": _rate(rows)}
     for lang in sorted({ex.language for ex, _ in rows}):
         out[lang] = _rate([r for r in rows if r[0].language == lang])
@@ -270,9 +266,9 @@ def _agreement(rows: Sequence[tuple[Example, str]]) -> dict[str, Any]:
     return out
 
 
-def _rate(rows: Sequence[tuple[Example, str]]) -> float:
+def _rate(rows: Sequence[tuple[LabelledAnswer, str]]) -> float:
     return round(sum(1 for ex, pred in rows if ex.label == pred) / len(rows), 3) if rows else 0.0
 
 
-def examples_file() -> Path:
-    return Path(__file__).resolve().parents[2] / "eval" / "grading.jsonl"
+def grading_file() -> Path:
+    return PROJECT_DIR / "eval" / "grading.jsonl"
