@@ -16,8 +16,16 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from tutor.errors import IndexNotReady, TutorError  # importing tutor sets the offline switches first
+
+if TYPE_CHECKING:  # the commands import what they need when they run: `tutor --help` stays quick
+    from tutor.config import Settings
+    from tutor.evaluate import EvalItem
+    from tutor.index import Index
+    from tutor.pipeline import Answer, Plan, Tutor
+    from tutor.retrieve import Retriever
 
 log = logging.getLogger("tutor")
 
@@ -52,7 +60,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--embedder", help="'e5' o la carpeta de un modelo sentence-transformers (TUTOR_EMBEDDER)")
     parser.add_argument("--gguf", type=Path, help="archivo GGUF del modelo generador (TUTOR_GGUF)")
     sub = parser.add_subparsers(dest="command", metavar="COMANDO")
+    _course_commands(sub)
+    _tutor_commands(sub)
+    _admin_commands(sub)
+    return parser
 
+
+def _course_commands(sub: Any) -> None:
+    """ingest, retrieve, eval, gate: the index and what is measured on it."""
     p = sub.add_parser("ingest", help="indexa el material del curso (incremental)")
     p.add_argument("--rebuild", action="store_true", help="borra el índice y lo construye desde cero")
     p.add_argument("--quiet", action="store_true", help="sin barra de progreso")
@@ -81,6 +96,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="train: carpeta del modelo (TUTOR_GATE_MODEL_DIR o el paquete)")
     p.set_defaults(run=cmd_gate)
 
+
+def _tutor_commands(sub: Any) -> None:
+    """ask, chat, quiz, serve: the tutor itself."""
     p = sub.add_parser("ask", help="hace una pregunta al tutor y muestra la respuesta verificada")
     p.add_argument("question")
     p.add_argument("--mode", choices=["explain", "socratic"], default="explain")
@@ -115,6 +133,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="echo: sin modelo, para trabajar en la interfaz; none: solo respuestas citadas")  # fmt: skip
     p.set_defaults(run=cmd_serve)
 
+
+def _admin_commands(sub: Any) -> None:
+    """model info|check, data export|purge: the generator and what the app stored."""
     p = sub.add_parser("model", help="el modelo generador: info | check")
     actions = p.add_subparsers(dest="model_command", metavar="ACCIÓN", required=True)
     m = actions.add_parser("info", help="archivo, tamaño, arquitectura, contexto, estilo de prompt, hilos")
@@ -132,10 +153,9 @@ def _parser() -> argparse.ArgumentParser:
     d = actions.add_parser("purge", help="borra todo lo guardado (valoraciones, preguntas, estadísticas)")
     d.add_argument("--yes", action="store_true", help="no pide confirmación")
     d.set_defaults(run=cmd_data_purge)
-    return parser
 
 
-def _settings(args: argparse.Namespace):  # -> Settings
+def _settings(args: argparse.Namespace) -> Settings:
     from pydantic import ValidationError
 
     from tutor.config import Settings
@@ -159,7 +179,7 @@ def _settings(args: argparse.Namespace):  # -> Settings
         raise TutorError(f"Configuración no válida: {problems}") from exc
 
 
-def cmd_ingest(args: argparse.Namespace, settings) -> int:
+def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     from tutor.app.lock import holding
     from tutor.embed import load_embedder
     from tutor.index import ingest
@@ -178,7 +198,7 @@ def cmd_ingest(args: argparse.Namespace, settings) -> int:
     return 0
 
 
-def cmd_retrieve(args: argparse.Namespace, settings) -> int:
+def cmd_retrieve(args: argparse.Namespace, settings: Settings) -> int:
     retriever = _retriever(settings)
     passages = retriever.search(args.question, args.k)
     if args.json:
@@ -203,7 +223,7 @@ def cmd_retrieve(args: argparse.Namespace, settings) -> int:
     return 0
 
 
-def cmd_eval(args: argparse.Namespace, settings) -> int:
+def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
     from tutor.evaluate import load_dataset, retrieval_scores
     from tutor.retrieve import search_query
 
@@ -213,7 +233,7 @@ def cmd_eval(args: argparse.Namespace, settings) -> int:
     retriever = _retriever(settings)
     depth = max(args.k, 5)
 
-    def ranked(item):
+    def ranked(item: EvalItem) -> list[str]:
         query = search_query(item.question, item.history)
         return [p.section_id for p in retriever.search(query, depth)]
 
@@ -229,7 +249,7 @@ def cmd_eval(args: argparse.Namespace, settings) -> int:
     return 1 if dataset.errors else 0
 
 
-def _gate_eval(items, index, settings) -> dict:
+def _gate_eval(items: Sequence[EvalItem], index: Index, settings: Settings) -> dict[str, Any]:
     """The "language" and "gate" keys of `tutor eval` (issue 4), measured with the shipped gate."""
     from tutor.evaluate import gate_scores, language_scores
     from tutor.gate import Gate
@@ -237,7 +257,7 @@ def _gate_eval(items, index, settings) -> dict:
 
     detector, gate = LanguageDetector(), Gate.load(index, settings)
 
-    def decide(item):
+    def decide(item: EvalItem) -> tuple[str, str]:
         decision = gate.check(item.question, detector.detect(item.question, item.history), item.history)
         return decision.label, decision.reason
 
@@ -247,7 +267,7 @@ def _gate_eval(items, index, settings) -> dict:
     }
 
 
-def _answer_eval(items, index, settings, model: str) -> dict:
+def _answer_eval(items: Sequence[EvalItem], index: Index, settings: Settings, model: str) -> dict[str, Any]:
     """The "answers" key of `tutor eval --generate` (issue 5): every item answered with its history."""
     from tqdm import tqdm
 
@@ -263,12 +283,13 @@ def _answer_eval(items, index, settings, model: str) -> dict:
         final = None
         for reply in tutor.answer(tutor.plan(item.question, list(item.history))):
             final = reply
+        assert final is not None, "an answer always ends with a final reply"
         rows.append((item, final.answer, final.text))
     detector = LanguageDetector()
     return answer_scores(rows, lambda text: detector.detect(text, ()))
 
 
-def cmd_gate(args: argparse.Namespace, settings) -> int:
+def cmd_gate(args: argparse.Namespace, settings: Settings) -> int:
     from dataclasses import asdict
 
     from tutor.gate import Gate, model_folder, train_gate
@@ -312,7 +333,7 @@ def cmd_gate(args: argparse.Namespace, settings) -> int:
     return 0
 
 
-def cmd_ask(args: argparse.Namespace, settings) -> int:
+def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
     history = _read_history(args.history) if args.history else []
     tutor, _ = _tutor(settings, args.model)
     plan = tutor.plan(args.question, history, args.mode)
@@ -330,9 +351,9 @@ def cmd_ask(args: argparse.Namespace, settings) -> int:
     return 0
 
 
-def cmd_chat(args: argparse.Namespace, settings) -> int:
+def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
     tutor, _ = _tutor(settings, args.model)
-    history: list[dict] = []
+    history: list[dict[str, Any]] = []
     print(tutor.prompts.reply("welcome", "es"))
     print("\n(Ctrl-D para salir; /socratico o /explicar cambia el modo)")
     mode = args.mode
@@ -359,7 +380,7 @@ def cmd_chat(args: argparse.Namespace, settings) -> int:
                 history.append({"role": "assistant", "content": reply.answer.text, "meta": reply.answer.meta})
 
 
-def _tutor(settings, model: str):
+def _tutor(settings: Settings, model: str) -> tuple[Tutor, list[str]]:
     from tutor.pipeline import build_tutor
 
     index = _index(settings, repair=True)
@@ -369,7 +390,7 @@ def _tutor(settings, model: str):
     return tutor, notices
 
 
-def _read_history(path: Path) -> list:
+def _read_history(path: Path) -> list[Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
@@ -381,7 +402,7 @@ def _read_history(path: Path) -> list:
     return data
 
 
-def _show_prompt(plan) -> str:
+def _show_prompt(plan: Plan) -> str:
     from tutor.types import TextPrompt
 
     if plan.prompt is None:
@@ -391,7 +412,7 @@ def _show_prompt(plan) -> str:
     return "\n\n".join(f"### {m.role}\n{m.content}" for m in plan.prompt.messages)
 
 
-def _answer_json(answer, *, show_prompt: bool = False) -> dict:
+def _answer_json(answer: Answer, *, show_prompt: bool = False) -> dict[str, Any]:
     plan = answer.plan
     out = {
         "question": plan.question,
@@ -422,56 +443,70 @@ def _answer_json(answer, *, show_prompt: bool = False) -> dict:
     return out
 
 
-def cmd_quiz(args: argparse.Namespace, settings) -> int:
+def cmd_quiz(args: argparse.Namespace, settings: Settings) -> int:
     """tutor quiz build | eval | [--section S] [--n N]: the practice bank, its grading, a terminal quiz."""
-    import time
+    command = {"build": cmd_quiz_build, "eval": cmd_quiz_eval, None: cmd_quiz_terminal}[args.action]
+    return command(args, settings)
 
-    from tutor.practice import Practice, mastery, mastery_markdown
+
+def cmd_quiz_build(args: argparse.Namespace, settings: Settings) -> int:
+    """tutor quiz build [--rebuild] [--json]: (re)build the question bank; its size by type and time."""
     from tutor.practice.bank import build_bank
 
     index = _index(settings, repair=True)
-    if args.action == "build":
-        bank = build_bank(index, settings.data_dir, settings.knowledge_dir, rebuild=args.rebuild)
-        sections = len({i.section for i in bank.items})
-        if args.json:
-            print(json.dumps({"items": len(bank.items), "by_type": bank.counts(), "sections": sections,
-                              "stats": bank.stats, "problems": bank.problems}, ensure_ascii=False))  # fmt: skip
-        else:
-            kinds = ", ".join(f"{k} {n}" for k, n in bank.counts().items())
-            print(f"{len(bank.items)} preguntas en {sections} secciones ({kinds}); {bank.stats['built']} secciones "
-                  f"generadas, {bank.stats['reused']} sin cambios, en {bank.stats['seconds']:.1f} s.")  # fmt: skip
-        for problem in bank.problems:
-            print(f"Aviso: {problem}", file=sys.stderr)
-        return 0
-    if args.action == "eval":
-        from tutor.practice.grade import Grader, grading_file, load_labelled_answers, measure
+    bank = build_bank(index, settings.data_dir, settings.knowledge_dir, rebuild=args.rebuild)
+    sections = len({i.section for i in bank.items})
+    if args.json:
+        print(json.dumps({"items": len(bank.items), "by_type": bank.counts(), "sections": sections,
+                          "stats": bank.stats, "problems": bank.problems}, ensure_ascii=False))  # fmt: skip
+    else:
+        kinds = ", ".join(f"{k} {n}" for k, n in bank.counts().items())
+        print(f"{len(bank.items)} preguntas en {sections} secciones ({kinds}); {bank.stats['built']} secciones "
+              f"generadas, {bank.stats['reused']} sin cambios, en {bank.stats['seconds']:.1f} s.")  # fmt: skip
+    for problem in bank.problems:
+        print(f"Aviso: {problem}", file=sys.stderr)
+    return 0
 
-        started = time.perf_counter()
-        bank = build_bank(index, settings.data_dir, settings.knowledge_dir)
-        try:
-            result = measure(Grader(index), load_labelled_answers(grading_file()), {i.id: i for i in bank.items},
-                             tune=args.tune)  # fmt: skip
-        except ValueError as exc:
-            raise TutorError(f"eval/grading.jsonl: {exc}") from exc
-        result["seconds"] = round(time.perf_counter() - started, 1)
-        if args.json:
-            print(json.dumps(result, ensure_ascii=False))
-            return 0
-        for split, name in (("tune", "ajuste"), ("held", "reservada")):
-            r = result[split]
-            langs = "  ".join(f"{k} {v}" for k, v in r.items() if len(k) == 2)
-            print(f"Acuerdo con las etiquetas, parte de {name}: {r['agreement']} (n={r['n']}; {langs})")
-        if args.tune:
-            print(f"Pesos ajustados (cópielos en tutor/grade.py WEIGHTS): {json.dumps(result['weights'])}")
-        return 0
 
+def cmd_quiz_eval(args: argparse.Namespace, settings: Settings) -> int:
+    """tutor quiz eval [--tune] [--json]: grading agreement with eval/grading.jsonl, per part and language."""
+    import time
+
+    from tutor.practice.bank import build_bank
+    from tutor.practice.grade import Grader, grading_file, load_labelled_answers, measure
+
+    index = _index(settings, repair=True)
+    started = time.perf_counter()
+    bank = build_bank(index, settings.data_dir, settings.knowledge_dir)
+    try:
+        result = measure(Grader(index), load_labelled_answers(grading_file()), {i.id: i for i in bank.items},
+                         tune=args.tune)  # fmt: skip
+    except ValueError as exc:
+        raise TutorError(f"eval/grading.jsonl: {exc}") from exc
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False))
+        return 0
+    for split, name in (("tune", "ajuste"), ("held", "reservada")):
+        r = result[split]
+        langs = "  ".join(f"{k} {v}" for k, v in r.items() if len(k) == 2)
+        print(f"Acuerdo con las etiquetas, parte de {name}: {r['agreement']} (n={r['n']}; {langs})")
+    if args.tune:
+        print(f"Pesos ajustados (cópielos en tutor/practice/grade.py WEIGHTS): {json.dumps(result['weights'])}")
+    return 0
+
+
+def cmd_quiz_terminal(args: argparse.Namespace, settings: Settings) -> int:
+    """tutor quiz [--section S] [--n N] [--language L]: a quiz in the terminal, answers read from stdin."""
+    from tutor.practice import Practice, mastery, mastery_markdown
     from tutor.prompts import PromptLibrary
 
+    index = _index(settings, repair=True)
     prompts = PromptLibrary(settings.prompts_dir)
     practice = Practice.load(index, settings.data_dir, settings.knowledge_dir, prompts)
     if args.section and not practice.bank.of_section(args.section, with_children=True):
         raise TutorError(f"No hay preguntas de la sección {args.section}. Secciones: {', '.join(practice.bank.order)}")
-    metas: list[dict] = []
+    metas: list[dict[str, Any]] = []
     for number in range(1, max(1, args.n) + 1):
         item, _ = practice.next_item(metas, [], target=args.section)
         if item is None:
@@ -491,7 +526,7 @@ def cmd_quiz(args: argparse.Namespace, settings) -> int:
     return 0
 
 
-def cmd_serve(args: argparse.Namespace, settings) -> int:
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import signal
 
     from tutor.app.heap import limit_arenas
@@ -518,7 +553,7 @@ def cmd_serve(args: argparse.Namespace, settings) -> int:
     return 0
 
 
-def cmd_model_info(args: argparse.Namespace, settings) -> int:
+def cmd_model_info(args: argparse.Namespace, settings: Settings) -> int:
     from dataclasses import asdict
 
     from tutor.models import describe, info_rows
@@ -532,7 +567,7 @@ def cmd_model_info(args: argparse.Namespace, settings) -> int:
     return 0
 
 
-def cmd_model_check(args: argparse.Namespace, settings) -> int:
+def cmd_model_check(args: argparse.Namespace, settings: Settings) -> int:
     import time
 
     from tutor.models import check_prompt, load_chat_model
@@ -556,7 +591,7 @@ def cmd_model_check(args: argparse.Namespace, settings) -> int:
     return 0
 
 
-def cmd_data_export(args: argparse.Namespace, settings) -> int:
+def cmd_data_export(args: argparse.Namespace, settings: Settings) -> int:
     from tutor.app.store import Store
 
     store = Store.open(settings)
@@ -575,7 +610,7 @@ def cmd_data_export(args: argparse.Namespace, settings) -> int:
     return 0
 
 
-def cmd_data_purge(args: argparse.Namespace, settings) -> int:
+def cmd_data_purge(args: argparse.Namespace, settings: Settings) -> int:
     from tutor.app.store import Store
 
     store = Store.open(settings)
@@ -591,13 +626,13 @@ def cmd_data_purge(args: argparse.Namespace, settings) -> int:
     return 0
 
 
-def _retriever(settings, *, repair: bool = False):
+def _retriever(settings: Settings, *, repair: bool = False) -> Retriever:
     from tutor.retrieve import Retriever
 
     return Retriever(_index(settings, repair=repair), settings)
 
 
-def _index(settings, *, repair: bool = False):
+def _index(settings: Settings, *, repair: bool = False) -> Index:
     """Open the index; build it the first time. With repair, a damaged index is rebuilt too."""
     from tutor.app.lock import holding
     from tutor.embed import load_embedder
@@ -620,7 +655,7 @@ def _index(settings, *, repair: bool = False):
         return Index.open(settings, embedder)
 
 
-def _print_eval(result: dict) -> None:
+def _print_eval(result: dict[str, Any]) -> None:
     r = result["retrieval"]
     print(f"{result['n']} ítems ({result['malformed']} mal formados); recuperación sobre {r['n']}:")
     print(

@@ -25,7 +25,7 @@ import unicodedata
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gradio as gr  # imported only when the panel is built (ui.py imports this module lazily)
 import pandas as pd  # type: ignore[import-untyped]
@@ -33,6 +33,12 @@ import pandas as pd  # type: ignore[import-untyped]
 from tutor.errors import TutorError
 from tutor.ingest import SUFFIXES, knowledge_files
 from tutor.text import write_atomic
+
+if TYPE_CHECKING:
+    from tutor.app.store import Store
+    from tutor.config import Settings
+    from tutor.pipeline import Tutor
+    from tutor.prompts import PromptLibrary
 
 log = logging.getLogger("tutor")
 
@@ -50,10 +56,13 @@ class UploadRefused(TutorError):
 
 
 class LoginGuard:
-    """Refuses logins from an address after `max_failures` wrong passwords within `window` seconds."""
+    """Refuses logins from an address after `max_failures` wrong passwords within `window` seconds.
 
-    def __init__(self, max_failures: int = 5, window: float = 60.0, lockout: float = 300.0) -> None:
-        self.max_failures, self.window, self.lockout = max_failures, window, lockout
+    `clock` gives the time in seconds (time.monotonic; a test passes its own to end a lockout at once)."""
+
+    def __init__(self, max_failures: int = 5, window: float = 60.0, lockout: float = 300.0, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+        self.max_failures, self.window, self.lockout, self.clock = max_failures, window, lockout, clock
         self._failures: dict[str, deque[float]] = {}
         self._locked_until: dict[str, float] = {}
         self._lock = threading.Lock()
@@ -61,11 +70,11 @@ class LoginGuard:
     def wait(self, key: str) -> float:
         """Seconds this address must still wait before trying again (0 = it may try now)."""
         with self._lock:
-            return max(0.0, self._locked_until.get(key, 0.0) - time.monotonic())
+            return max(0.0, self._locked_until.get(key, 0.0) - self.clock())
 
     def failed(self, key: str) -> None:
         """Count a wrong password; the address is locked out when too many fall within the window."""
-        now = time.monotonic()
+        now = self.clock()
         with self._lock:
             recent = self._failures.setdefault(key, deque())
             recent.append(now)
@@ -155,7 +164,7 @@ def check_upload(name: str, path: Path, max_bytes: int) -> str:
     return safe
 
 
-def save_template(library: Any, name: str, text: str, backups: Path) -> Path:
+def save_template(library: PromptLibrary, name: str, text: str, backups: Path) -> Path:
     """Validate, back up the current file, write atomically; the library serves the new text at once."""
     if name not in library.names():
         raise TutorError(f"No existe la plantilla «{name}».")
@@ -172,7 +181,7 @@ def save_template(library: Any, name: str, text: str, backups: Path) -> Path:
 class Material:
     """The knowledge folder as the panel sees it: sources with section counts, add, remove, re-index."""
 
-    def __init__(self, tutor: Any, settings: Any) -> None:
+    def __init__(self, tutor: Tutor, settings: Settings) -> None:
         self.tutor, self.settings = tutor, settings
         self._lock = threading.Lock()  # one re-index at a time
 
@@ -234,7 +243,7 @@ class Material:
         return "\n\n".join(lines)
 
 
-def preview_template(tutor: Any, name: str, text: str, question: str, mode: str = "explain") -> tuple[str, str]:
+def preview_template(tutor: Tutor, name: str, text: str, question: str, mode: str = "explain") -> tuple[str, str]:
     """(the edited template filled with sample values, the tutor's reply using it): nothing is saved."""
     template = tutor.prompts.validate(name, text)
     question = (question or "").strip() or SAMPLE_QUESTION
@@ -270,229 +279,255 @@ def _client(request: Any) -> str:
 
 
 def build_instructor_tab(
-    tutor: Any,
-    settings: Any,
-    store: Any,
+    tutor: Tutor,
+    settings: Settings,
+    store: Store | None,
     *,
     guard: LoginGuard | None = None,
     sessions: Sessions | None = None,
 ) -> None:
     """Add the "Instructor" tab to the gr.Blocks being built (call inside its `with` block)."""
-    secret = settings.instructor_password.get_secret_value().encode("utf-8")
-    guard = guard or LoginGuard()
-    sessions = sessions or Sessions()
-    material = Material(tutor, settings)
-    backups = settings.data_dir / "prompt_backups"
-    api: dict[str, Any] = {"api_visibility": "undocumented", "concurrency_id": "instructor", "concurrency_limit": 2}
+    InstructorTab(tutor, settings, store, guard=guard or LoginGuard(), sessions=sessions or Sessions()).build()
 
-    def panel(status: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-        """Every panel handler: the session checked on the server first; errors become a message."""
 
-        def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
-            def handler(token: Any, *args: Any, **kwargs: Any) -> Any:
-                if not sessions.valid(token):
-                    raise gr.Error("Sesión no válida o caducada: vuelva a entrar con la contraseña.",
-                                   print_exception=False)  # fmt: skip
-                try:
-                    return fn(token, *args, **kwargs)
-                except TutorError as exc:
-                    gr.Warning(shown(str(exc)))
-                    return {status: f"**Error:** {shown(str(exc))}"}
-                except Exception:
-                    log.exception("instructor panel: %s failed", fn.__name__)
-                    return {status: "**Error inesperado:** el detalle quedó en el registro del servidor."}
+class InstructorTab:
+    """The tab's widgets and their handlers. Every panel handler goes through `_guarded`: the session
+    is checked on the server first, and errors become a status message."""
 
-            handler.__signature__ = inspect.signature(fn)  # type: ignore[attr-defined]  # gr.Progress is found
-            handler.__name__ = fn.__name__
-            return handler
+    _API: dict[str, Any] = {"api_visibility": "undocumented", "concurrency_id": "instructor", "concurrency_limit": 2}
 
-        return wrap
+    def __init__(self, tutor: Tutor, settings: Settings, store: Store | None, *, guard: LoginGuard,
+                 sessions: Sessions) -> None:  # fmt: skip
+        assert settings.instructor_password is not None, "the tab exists only with TUTOR_INSTRUCTOR_PASSWORD"
+        self.tutor, self.settings, self.store = tutor, settings, store
+        self.secret = settings.instructor_password.get_secret_value().encode("utf-8")
+        self.guard, self.sessions = guard, sessions
+        self.material = Material(tutor, settings)
+        self.backups = settings.data_dir / "prompt_backups"
 
-    def sources_table() -> Any:
-        return pd.DataFrame(material.sources(), columns=["Archivo", "Secciones", "Fragmentos", "KB"])
+    def build(self) -> None:
+        with gr.Tab("Instructor", elem_id="instructor-tab"):
+            self.token = gr.State("")
+            with gr.Column(visible=True) as self.login_box:
+                gr.Markdown("### Panel del profesorado")
+                self.password = gr.Textbox(label="Contraseña del profesorado", type="password",
+                                           elem_id="instructor-password")  # fmt: skip
+                self.enter = gr.Button("Entrar", variant="primary", elem_id="instructor-login")
+            self.login_status = gr.Markdown("", elem_id="instructor-login-status")
+            with gr.Column(visible=False) as self.board:
+                self.leave = gr.Button("Cerrar sesión", size="sm", elem_id="instructor-logout")
+                with gr.Tab("Plantillas"):
+                    self._templates_panel()
+                with gr.Tab("Material"):
+                    self._material_panel()
+                with gr.Tab("Analíticas"):
+                    self._analytics_panel()
+            self._wire()
 
-    with gr.Tab("Instructor", elem_id="instructor-tab"):
-        token = gr.State("")
-        with gr.Column(visible=True) as login_box:
-            gr.Markdown("### Panel del profesorado")
-            password = gr.Textbox(label="Contraseña del profesorado", type="password", elem_id="instructor-password")
-            enter = gr.Button("Entrar", variant="primary", elem_id="instructor-login")
-        login_status = gr.Markdown("", elem_id="instructor-login-status")
-        with gr.Column(visible=False) as board:
-            leave = gr.Button("Cerrar sesión", size="sm", elem_id="instructor-logout")
-            with gr.Tab("Plantillas"):
-                gr.Markdown(
-                    "Edite los textos de `prompts/`. «Vista previa» prueba el cambio sin guardarlo; "
-                    "«Guardar» lo valida, guarda una copia de la versión anterior y lo aplica al momento."
-                )
-                template = gr.Dropdown(
-                    choices=[], label="Plantilla", allow_custom_value=True, elem_id="instructor-template"
-                )
-                editor = gr.Code(language="markdown", label="Contenido de la plantilla", interactive=True,
-                                 elem_id="instructor-editor")  # fmt: skip
-                sample = gr.Textbox(value=SAMPLE_QUESTION, label="Pregunta de ejemplo para la vista previa")
-                with gr.Row():
-                    preview = gr.Button("Vista previa", elem_id="instructor-preview")
-                    save = gr.Button("Guardar", variant="primary", elem_id="instructor-save")
-                template_status = gr.Markdown("", elem_id="instructor-template-status")
-                rendered = gr.Code(label="Plantilla con la pregunta de ejemplo", interactive=False)
-                reply = gr.Markdown("", label="Respuesta del tutor con la plantilla editada")
-            with gr.Tab("Material"):
-                gr.Markdown(
-                    f"Suba archivos .md, .txt o .pdf (máximo {settings.upload_max_mb:g} MB cada uno) "
-                    "a la carpeta del curso; el índice se actualiza y las respuestas los usan al momento."
-                )
-                uploads = gr.File(file_count="multiple", file_types=sorted(SUFFIXES), label="Archivos del curso",
-                                  elem_id="instructor-files")  # fmt: skip
-                upload = gr.Button("Subir y reindexar", variant="primary", elem_id="instructor-upload")
-                sources = gr.Dataframe(label="Fuentes del curso", interactive=False, elem_id="instructor-sources")
-                with gr.Row():
-                    victim = gr.Dropdown(
-                        choices=[], label="Fuente a eliminar", allow_custom_value=True, elem_id="instructor-victim"
-                    )
-                    remove = gr.Button("Eliminar y reindexar", variant="stop", elem_id="instructor-remove")
-                material_status = gr.Markdown("", elem_id="instructor-material-status")
-            with gr.Tab("Analíticas"):
-                with gr.Row():
-                    since = gr.Textbox(label="Desde (AAAA-MM-DD)", placeholder="2025-01-31", elem_id="instructor-since")
-                    until = gr.Textbox(label="Hasta (AAAA-MM-DD)", placeholder="2025-06-30", elem_id="instructor-until")
-                    refresh = gr.Button("Actualizar", elem_id="instructor-refresh")
-                analytics_status = gr.Markdown("", elem_id="instructor-analytics-status")
-                chart = gr.BarPlot(x="Sección", y="Preguntas", label="Preguntas por sección del curso",
-                                   x_label_angle=-45, elem_id="instructor-chart")  # fmt: skip
-                gate_table = gr.Dataframe(label="Resultados del filtro (en tema, fuera de tema, inseguro por motivo)",
-                                          interactive=False)  # fmt: skip
-                down_table = gr.Dataframe(label="Respuestas con pulgar abajo y sus comentarios", interactive=False)
-                with gr.Row():
-                    export = gr.Button("Exportar CSV", elem_id="instructor-export")
-                    exported = gr.File(label="CSV exportado", interactive=False)
+    # --- widgets ------------------------------------------------------------------------------------
 
-        def login(secret_try: str, request: gr.Request) -> Any:
-            key = _client(request)
-            wait = guard.wait(key)
-            if wait > 0:
-                return {login_status: f"Demasiados intentos fallidos: espere {wait:.0f} s antes de volver a probar."}
-            if not hmac.compare_digest((secret_try or "").encode("utf-8"), secret):
-                guard.failed(key)
-                log.warning("instructor panel: wrong password from %s", key)
-                return {login_status: "Contraseña incorrecta.", password: ""}
-            guard.succeeded(key)
-            names = tutor.prompts.names()
-            rows = sources_table()
-            return {token: sessions.new(), login_status: "Sesión iniciada.", password: "",
-                    login_box: gr.update(visible=False), board: gr.update(visible=True),
-                    template: gr.update(choices=names, value=None), sources: rows,
-                    victim: gr.update(choices=list(rows["Archivo"]), value=None)}  # fmt: skip
+    def _templates_panel(self) -> None:
+        gr.Markdown(
+            "Edite los textos de `prompts/`. «Vista previa» prueba el cambio sin guardarlo; "
+            "«Guardar» lo valida, guarda una copia de la versión anterior y lo aplica al momento."
+        )
+        self.template = gr.Dropdown(choices=[], label="Plantilla", allow_custom_value=True,
+                                    elem_id="instructor-template")  # fmt: skip
+        self.editor = gr.Code(language="markdown", label="Contenido de la plantilla", interactive=True,
+                              elem_id="instructor-editor")  # fmt: skip
+        self.sample = gr.Textbox(value=SAMPLE_QUESTION, label="Pregunta de ejemplo para la vista previa")
+        with gr.Row():
+            self.preview = gr.Button("Vista previa", elem_id="instructor-preview")
+            self.save = gr.Button("Guardar", variant="primary", elem_id="instructor-save")
+        self.template_status = gr.Markdown("", elem_id="instructor-template-status")
+        self.rendered = gr.Code(label="Plantilla con la pregunta de ejemplo", interactive=False)
+        self.reply = gr.Markdown("", label="Respuesta del tutor con la plantilla editada")
 
-        @panel(login_status)
-        def logout(session: str) -> Any:
-            sessions.end(session)
-            return {token: "", login_status: "Sesión cerrada.", login_box: gr.update(visible=True),
-                    board: gr.update(visible=False)}  # fmt: skip
+    def _material_panel(self) -> None:
+        gr.Markdown(
+            f"Suba archivos .md, .txt o .pdf (máximo {self.settings.upload_max_mb:g} MB cada uno) "
+            "a la carpeta del curso; el índice se actualiza y las respuestas los usan al momento."
+        )
+        self.uploads = gr.File(file_count="multiple", file_types=sorted(SUFFIXES), label="Archivos del curso",
+                               elem_id="instructor-files")  # fmt: skip
+        self.upload = gr.Button("Subir y reindexar", variant="primary", elem_id="instructor-upload")
+        self.sources = gr.Dataframe(label="Fuentes del curso", interactive=False, elem_id="instructor-sources")
+        with gr.Row():
+            self.victim = gr.Dropdown(choices=[], label="Fuente a eliminar", allow_custom_value=True,
+                                      elem_id="instructor-victim")  # fmt: skip
+            self.remove = gr.Button("Eliminar y reindexar", variant="stop", elem_id="instructor-remove")
+        self.material_status = gr.Markdown("", elem_id="instructor-material-status")
 
-        @panel(template_status)
-        def load_template(session: str, name: str) -> Any:
-            if name not in tutor.prompts.names():
-                raise TutorError("Elija una plantilla de la lista.")
-            text = (tutor.prompts.root / f"{name}.md").read_text(encoding="utf-8")
-            problem = tutor.prompts.errors.get(name, "")
-            return {editor: text, template_status: f"**Atención:** {problem}" if problem else f"`prompts/{name}.md`"}
+    def _analytics_panel(self) -> None:
+        with gr.Row():
+            self.since = gr.Textbox(label="Desde (AAAA-MM-DD)", placeholder="2025-01-31", elem_id="instructor-since")
+            self.until = gr.Textbox(label="Hasta (AAAA-MM-DD)", placeholder="2025-06-30", elem_id="instructor-until")
+            self.refresh = gr.Button("Actualizar", elem_id="instructor-refresh")
+        self.analytics_status = gr.Markdown("", elem_id="instructor-analytics-status")
+        self.chart = gr.BarPlot(x="Sección", y="Preguntas", label="Preguntas por sección del curso",
+                                x_label_angle=-45, elem_id="instructor-chart")  # fmt: skip
+        self.gate_table = gr.Dataframe(label="Resultados del filtro (en tema, fuera de tema, inseguro por motivo)",
+                                       interactive=False)  # fmt: skip
+        self.down_table = gr.Dataframe(label="Respuestas con pulgar abajo y sus comentarios", interactive=False)
+        with gr.Row():
+            self.export = gr.Button("Exportar CSV", elem_id="instructor-export")
+            self.exported = gr.File(label="CSV exportado", interactive=False)
 
-        @panel(template_status)
-        def preview_edit(session: str, name: str, text: str, question: str) -> Any:
-            if name not in tutor.prompts.names():
-                raise TutorError("Elija una plantilla de la lista.")
-            filled, answer = preview_template(tutor, name, text or "", question)
-            return {rendered: filled, reply: answer,
-                    template_status: "Vista previa con la versión editada (no se ha guardado)."}  # fmt: skip
-
-        @panel(template_status)
-        def save_edit(session: str, name: str, text: str) -> Any:
-            backup = save_template(tutor.prompts, name, text or "", backups)
-            log.info("instructor panel: saved prompts/%s.md (backup %s)", name, backup)
-            return {template_status: f"Guardado `prompts/{name}.md`; ya está en uso. Copia de la versión anterior: "
-                                     f"`{backup}`"}  # fmt: skip
-
-        def _after_change(message: str) -> Any:
-            rows = sources_table()
-            return {material_status: message, sources: rows, uploads: None,
-                    victim: gr.update(choices=list(rows["Archivo"]), value=None)}  # fmt: skip
-
-        @panel(material_status)
-        def upload_files(session: str, files: Any, progress: Any = gr.Progress(track_tqdm=True)) -> Any:
-            # preprocess=False: `files` are Gradio's FileData dicts, already moved into its upload cache
-            # and checked there; orig_name is the name the browser sent, checked here.
-            items = files if isinstance(files, list) else [files] if files else []
-            pairs = [(str(f.get("orig_name") or Path(f["path"]).name), Path(f["path"])) for f in items]
-            if not pairs:
-                raise TutorError("Elija primero uno o más archivos .md, .txt o .pdf.")
-            stored, refused = material.add(pairs)
-            lines = [f"Rechazado: {shown(r)}" for r in refused]
-            if not stored:
-                gr.Warning(shown(" ".join(refused)))
-                return {material_status: "\n\n".join(lines)}
-            progress(0, desc="Indexando")
-            lines.insert(0, f"Añadido: {', '.join(stored)}. " + material.reindex())
-            return _after_change("\n\n".join(lines))
-
-        @panel(material_status)
-        def remove_source(session: str, name: str, progress: Any = gr.Progress(track_tqdm=True)) -> Any:
-            moved = material.remove(str(name or ""))
-            progress(0, desc="Indexando")
-            return _after_change(f"Eliminado «{name}» (guardado en `{moved}`). " + material.reindex())
-
-        @panel(material_status)
-        def list_sources(session: str) -> Any:
-            return _after_change("")
-
-        @panel(analytics_status)
-        def show_analytics(session: str, start: str, end: str) -> Any:
-            if store is None:
-                raise TutorError("El almacén local no está disponible: no hay estadísticas.")
-            figures = store.analytics(start, end)
-            bars = pd.DataFrame([(f"§{s} {t}"[:60], n) for s, t, n in figures.per_section],
-                                columns=["Sección", "Preguntas"])  # fmt: skip
-            gates = pd.DataFrame(figures.gate, columns=["Resultado", "Motivo", "Mensajes"])
-            downs = pd.DataFrame(
-                [(d["created"], d["question"] if d["question"] is not None else "(no guardada)", d["comment"],
-                  " ".join(d["sections"] or [])) for d in figures.thumbs_down],
-                columns=["Fecha", "Pregunta", "Comentario", "Secciones"],
-            )  # fmt: skip
-            rate = figures.fallback_rate
-            share = f"{rate:.0%} de {figures.course_answers}" if rate is not None else "n/d"
-            summary = (f"{figures.answers} respuestas en el periodo · pulgar arriba {figures.thumbs_up}, "
-                       f"abajo {len(figures.thumbs_down)} · respuestas citadas del curso (el texto del modelo "
-                       f"no se verificó o no hubo modelo): {share}")  # fmt: skip
-            # Bars start at zero: with Gradio's automatic axis a section asked once had no visible bar.
-            top = int(bars["Preguntas"].max()) if len(bars) else 1
-            chart_update = gr.update(value=bars, y_lim=[0, top])
-            return {analytics_status: summary, chart: chart_update, gate_table: gates, down_table: downs}
-
-        @panel(analytics_status)
-        def export_csv(session: str, start: str, end: str) -> Any:
-            if store is None:
-                raise TutorError("El almacén local no está disponible: no hay nada que exportar.")
-            text = store.export_csv(start, end)
-            path = Path(tempfile.mkdtemp(prefix="tutor-export-")) / "tutor-analiticas.csv"
-            path.write_text(text, encoding="utf-8")
-            return {exported: str(path), analytics_status: f"CSV exportado ({text.count(chr(10)) - 1} filas)."}
-
-        board_outputs = [token, login_status, password, login_box, board, template, sources, victim]
-        enter.click(login, [password], board_outputs, api_name="instructor_login", **api)
-        password.submit(login, [password], board_outputs, api_visibility="private")
-        leave.click(logout, [token], [token, login_status, login_box, board], api_name="instructor_logout", **api)
-        template.change(load_template, [token, template], [editor, template_status],
-                        api_name="instructor_template", **api)  # fmt: skip
-        preview.click(preview_edit, [token, template, editor, sample], [rendered, reply, template_status],
-                      api_name="instructor_preview", **api)  # fmt: skip
-        save.click(save_edit, [token, template, editor], [template_status], api_name="instructor_save", **api)
-        material_outputs = [material_status, sources, uploads, victim]
-        upload.click(upload_files, [token, uploads], material_outputs, api_name="instructor_upload",
-                     preprocess=False, **api)  # fmt: skip
-        remove.click(remove_source, [token, victim], material_outputs, api_name="instructor_remove", **api)
-        refresh_outputs = [analytics_status, chart, gate_table, down_table]
-        refresh.click(show_analytics, [token, since, until], refresh_outputs, api_name="instructor_analytics", **api)
-        export.click(export_csv, [token, since, until], [exported, analytics_status], api_name="instructor_export",
-                     **api)  # fmt: skip
+    def _wire(self) -> None:
+        api, guarded = self._API, self._guarded
+        board_outputs = [self.token, self.login_status, self.password, self.login_box, self.board, self.template,
+                         self.sources, self.victim]  # fmt: skip
+        self.enter.click(self.login, [self.password], board_outputs, api_name="instructor_login", **api)
+        self.password.submit(self.login, [self.password], board_outputs, api_visibility="private")
+        self.leave.click(guarded(self.logout, self.login_status), [self.token],
+                         [self.token, self.login_status, self.login_box, self.board],
+                         api_name="instructor_logout", **api)  # fmt: skip
+        self.template.change(guarded(self.load_template, self.template_status), [self.token, self.template],
+                             [self.editor, self.template_status], api_name="instructor_template", **api)  # fmt: skip
+        self.preview.click(guarded(self.preview_edit, self.template_status),
+                           [self.token, self.template, self.editor, self.sample],
+                           [self.rendered, self.reply, self.template_status],
+                           api_name="instructor_preview", **api)  # fmt: skip
+        self.save.click(guarded(self.save_edit, self.template_status), [self.token, self.template, self.editor],
+                        [self.template_status], api_name="instructor_save", **api)  # fmt: skip
+        material_outputs = [self.material_status, self.sources, self.uploads, self.victim]
+        self.upload.click(guarded(self.upload_files, self.material_status), [self.token, self.uploads],
+                          material_outputs, api_name="instructor_upload", preprocess=False, **api)  # fmt: skip
+        self.remove.click(guarded(self.remove_source, self.material_status), [self.token, self.victim],
+                          material_outputs, api_name="instructor_remove", **api)  # fmt: skip
+        self.refresh.click(guarded(self.show_analytics, self.analytics_status), [self.token, self.since, self.until],
+                           [self.analytics_status, self.chart, self.gate_table, self.down_table],
+                           api_name="instructor_analytics", **api)  # fmt: skip
+        self.export.click(guarded(self.export_csv, self.analytics_status), [self.token, self.since, self.until],
+                          [self.exported, self.analytics_status], api_name="instructor_export", **api)  # fmt: skip
         sources_button = gr.Button(visible=False)
-        sources_button.click(list_sources, [token], material_outputs, api_name="instructor_sources", **api)
+        sources_button.click(guarded(self.list_sources, self.material_status), [self.token], material_outputs,
+                             api_name="instructor_sources", **api)  # fmt: skip
+
+    def _guarded(self, fn: Callable[..., Any], status: Any) -> Callable[..., Any]:
+        """A panel handler that checks the session on the server first and turns errors into `status`."""
+
+        def handler(token: Any, *args: Any, **kwargs: Any) -> Any:
+            if not self.sessions.valid(token):
+                raise gr.Error("Sesión no válida o caducada: vuelva a entrar con la contraseña.",
+                               print_exception=False)  # fmt: skip
+            try:
+                return fn(token, *args, **kwargs)
+            except TutorError as exc:
+                gr.Warning(shown(str(exc)))
+                return {status: f"**Error:** {shown(str(exc))}"}
+            except Exception:
+                log.exception("instructor panel: %s failed", fn.__name__)
+                return {status: "**Error inesperado:** el detalle quedó en el registro del servidor."}
+
+        handler.__signature__ = inspect.signature(fn)  # type: ignore[attr-defined]  # gr.Progress is found
+        handler.__name__ = fn.__name__
+        return handler
+
+    # --- handlers -----------------------------------------------------------------------------------
+
+    def login(self, secret_try: str, request: gr.Request) -> Any:
+        key = _client(request)
+        wait = self.guard.wait(key)
+        if wait > 0:
+            return {self.login_status: f"Demasiados intentos fallidos: espere {wait:.0f} s antes de volver a probar."}
+        if not hmac.compare_digest((secret_try or "").encode("utf-8"), self.secret):
+            self.guard.failed(key)
+            log.warning("instructor panel: wrong password from %s", key)
+            return {self.login_status: "Contraseña incorrecta.", self.password: ""}
+        self.guard.succeeded(key)
+        rows = self._sources_table()
+        return {self.token: self.sessions.new(), self.login_status: "Sesión iniciada.", self.password: "",
+                self.login_box: gr.update(visible=False), self.board: gr.update(visible=True),
+                self.template: gr.update(choices=self.tutor.prompts.names(), value=None), self.sources: rows,
+                self.victim: gr.update(choices=list(rows["Archivo"]), value=None)}  # fmt: skip
+
+    def logout(self, session: str) -> Any:
+        self.sessions.end(session)
+        return {self.token: "", self.login_status: "Sesión cerrada.", self.login_box: gr.update(visible=True),
+                self.board: gr.update(visible=False)}  # fmt: skip
+
+    def load_template(self, session: str, name: str) -> Any:
+        prompts = self.tutor.prompts
+        if name not in prompts.names():
+            raise TutorError("Elija una plantilla de la lista.")
+        text = (prompts.root / f"{name}.md").read_text(encoding="utf-8")
+        problem = prompts.errors.get(name, "")
+        return {self.editor: text,
+                self.template_status: f"**Atención:** {problem}" if problem else f"`prompts/{name}.md`"}  # fmt: skip
+
+    def preview_edit(self, session: str, name: str, text: str, question: str) -> Any:
+        if name not in self.tutor.prompts.names():
+            raise TutorError("Elija una plantilla de la lista.")
+        filled, answer = preview_template(self.tutor, name, text or "", question)
+        return {self.rendered: filled, self.reply: answer,
+                self.template_status: "Vista previa con la versión editada (no se ha guardado)."}  # fmt: skip
+
+    def save_edit(self, session: str, name: str, text: str) -> Any:
+        backup = save_template(self.tutor.prompts, name, text or "", self.backups)
+        log.info("instructor panel: saved prompts/%s.md (backup %s)", name, backup)
+        return {self.template_status: f"Guardado `prompts/{name}.md`; ya está en uso. Copia de la versión "
+                                      f"anterior: `{backup}`"}  # fmt: skip
+
+    def upload_files(self, session: str, files: Any, progress: Any = gr.Progress(track_tqdm=True)) -> Any:
+        # preprocess=False: `files` are Gradio's FileData dicts, already moved into its upload cache
+        # and checked there; orig_name is the name the browser sent, checked here.
+        items = files if isinstance(files, list) else [files] if files else []
+        pairs = [(str(f.get("orig_name") or Path(f["path"]).name), Path(f["path"])) for f in items]
+        if not pairs:
+            raise TutorError("Elija primero uno o más archivos .md, .txt o .pdf.")
+        stored, refused = self.material.add(pairs)
+        lines = [f"Rechazado: {shown(r)}" for r in refused]
+        if not stored:
+            gr.Warning(shown(" ".join(refused)))
+            return {self.material_status: "\n\n".join(lines)}
+        progress(0, desc="Indexando")
+        lines.insert(0, f"Añadido: {', '.join(stored)}. " + self.material.reindex())
+        return self._after_change("\n\n".join(lines))
+
+    def remove_source(self, session: str, name: str, progress: Any = gr.Progress(track_tqdm=True)) -> Any:
+        moved = self.material.remove(str(name or ""))
+        progress(0, desc="Indexando")
+        return self._after_change(f"Eliminado «{name}» (guardado en `{moved}`). " + self.material.reindex())
+
+    def list_sources(self, session: str) -> Any:
+        return self._after_change("")
+
+    def show_analytics(self, session: str, start: str, end: str) -> Any:
+        if self.store is None:
+            raise TutorError("El almacén local no está disponible: no hay estadísticas.")
+        figures = self.store.analytics(start, end)
+        bars = pd.DataFrame([(f"§{s} {t}"[:60], n) for s, t, n in figures.per_section],
+                            columns=["Sección", "Preguntas"])  # fmt: skip
+        gates = pd.DataFrame(figures.gate, columns=["Resultado", "Motivo", "Mensajes"])
+        downs = pd.DataFrame(
+            [(d["created"], d["question"] if d["question"] is not None else "(no guardada)", d["comment"],
+              " ".join(d["sections"] or [])) for d in figures.thumbs_down],
+            columns=["Fecha", "Pregunta", "Comentario", "Secciones"],
+        )  # fmt: skip
+        rate = figures.fallback_rate
+        share = f"{rate:.0%} de {figures.course_answers}" if rate is not None else "n/d"
+        summary = (f"{figures.answers} respuestas en el periodo · pulgar arriba {figures.thumbs_up}, "
+                   f"abajo {len(figures.thumbs_down)} · respuestas citadas del curso (el texto del modelo "
+                   f"no se verificó o no hubo modelo): {share}")  # fmt: skip
+        # Bars start at zero: with Gradio's automatic axis a section asked once had no visible bar.
+        top = int(bars["Preguntas"].max()) if len(bars) else 1
+        chart_update = gr.update(value=bars, y_lim=[0, top])
+        return {self.analytics_status: summary, self.chart: chart_update, self.gate_table: gates,
+                self.down_table: downs}  # fmt: skip
+
+    def export_csv(self, session: str, start: str, end: str) -> Any:
+        if self.store is None:
+            raise TutorError("El almacén local no está disponible: no hay nada que exportar.")
+        text = self.store.export_csv(start, end)
+        path = Path(tempfile.mkdtemp(prefix="tutor-export-")) / "tutor-analiticas.csv"
+        path.write_text(text, encoding="utf-8")
+        return {self.exported: str(path), self.analytics_status: f"CSV exportado ({text.count(chr(10)) - 1} filas)."}
+
+    def _sources_table(self) -> Any:
+        return pd.DataFrame(self.material.sources(), columns=["Archivo", "Secciones", "Fragmentos", "KB"])
+
+    def _after_change(self, message: str) -> Any:
+        rows = self._sources_table()
+        return {self.material_status: message, self.sources: rows, self.uploads: None,
+                self.victim: gr.update(choices=list(rows["Archivo"]), value=None)}  # fmt: skip

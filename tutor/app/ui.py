@@ -9,6 +9,8 @@ between Gradio's widgets and `Tutor.plan()` / `Tutor.answer()`, and never render
 message.
 """
 
+from __future__ import annotations
+
 import html
 import logging
 import re
@@ -17,13 +19,19 @@ import threading
 from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
 
+import gradio as gr
 import yaml
 
 from tutor.errors import TutorError
 from tutor.pipeline import MODES, Answer, Tutor, clean_history, inert
 from tutor.practice import mastery, mastery_markdown
+
+if TYPE_CHECKING:
+    from tutor.app.store import Store
+    from tutor.config import Settings
 
 log = logging.getLogger("tutor")
 MODE_CHOICES = [("Explicar", "explain"), ("Socrático", "socratic"), ("Practicar", "practice")]
@@ -108,7 +116,7 @@ def _strings(root: Path) -> dict[str, dict[str, str]]:
 class Conversation:
     """One message through the tutor, for the page and for the API: yields (visible text, turns | None)."""
 
-    def __init__(self, tutor: Tutor, store: Any = None) -> None:
+    def __init__(self, tutor: Tutor, store: Store | None = None) -> None:
         self.tutor, self.store, self.turnstile = tutor, store, Turnstile()
         self.cancels: dict[str, threading.Event] = {}  # per browser session: the stop button's flag
 
@@ -177,152 +185,178 @@ class Conversation:
             log.warning("answer not recorded: %s", exc)
 
 
-def build_ui(tutor: Tutor, *, settings: Any = None, store: Any = None, notices: list[str] | None = None) -> Any:
-    import gradio as gr
+class ChatPage:
+    """The chat page's event handlers, over one Conversation; what each browser session has is passed in
+    (Gradio state), never kept here."""
 
-    strings = _strings(tutor.prompts.root)
-    i18n = gr.I18n(**strings)
-    es = strings["es"]
-    conversation = Conversation(tutor, store)
-    welcome = tutor.prompts.get("replies/es/welcome")
-    intro = tutor.prompts.reply("welcome", "es").split("\n\n")[0]
-    suggestions = [str(s) for s in welcome.meta.get("suggestions", [])][:6]
-    modes = MODE_CHOICES
+    def __init__(self, tutor: Tutor, store: Store | None, strings: dict[str, str]) -> None:
+        self.tutor, self.strings = tutor, strings
+        self.conversation = Conversation(tutor, store)
 
-    def submit(message: str, chat: list, mode: str, turns: list, baseline: dict, request: gr.Request):
+    def submit(self, message: str, chat: list, mode: str, turns: list, baseline: dict,
+               request: gr.Request) -> Iterator[tuple[Any, ...]]:  # fmt: skip
         message = (message or "").strip()
         if not message:
             yield (gr.skip(),) * 7
             return
         chat = [*chat, {"role": "user", "content": inert(message)}, {"role": "assistant", "content": "…"}]
         yield chat, turns, "", "", gr.skip(), gr.skip(), gr.skip()
-        for text, done in conversation.reply(message, mode, turns, _session(request), baseline):
+        for text, done in self.conversation.reply(message, mode, turns, _session(request), baseline):
             chat[-1] = {"role": "assistant", "content": text}
             if done is None:
                 yield chat, turns, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
             else:
                 turns = done
-                table, shown = progress_of(turns, baseline)
+                table, shown = self.progress_of(turns, baseline)
                 live_text = _live(text, len(turns) // 2)
-                yield chat, turns, gr.skip(), live_text, _download(turns, shown), shown, table
+                yield chat, turns, gr.skip(), live_text, self.download(turns, shown), shown, table
 
-    def suggested(selection: gr.SelectData, chat: list, mode: str, turns: list, baseline: dict, request: gr.Request):
-        yield from submit(str(selection.value.get("text", "")), chat, mode, turns, baseline, request)
+    def suggested(self, selection: gr.SelectData, chat: list, mode: str, turns: list, baseline: dict,
+                  request: gr.Request) -> Iterator[tuple[Any, ...]]:  # fmt: skip
+        yield from self.submit(str(selection.value.get("text", "")), chat, mode, turns, baseline, request)
 
-    def progress_of(turns: list, baseline: dict) -> tuple[dict, str]:
+    def progress_of(self, turns: list, baseline: dict) -> tuple[dict, str]:
         """This browser's mastery: earlier sessions (kept in the browser) plus this conversation."""
         table = mastery([t.get("meta") or {} for t in turns if isinstance(t, dict)], previous=baseline or {})
-        titles = {c.section_id: c.section_title for c in tutor.retriever.index.chunks.values()} if table else {}
-        return table, mastery_markdown(table, _language(turns), prompts=tutor.prompts, titles=titles)
+        chunks = self.tutor.retriever.index.chunks.values()
+        titles = {c.section_id: c.section_title for c in chunks} if table else {}
+        return table, mastery_markdown(table, _language(turns), prompts=self.tutor.prompts, titles=titles)
 
-    def restore(kept: dict):
-        table, shown = progress_of([], kept if isinstance(kept, dict) else {})
-        return table, shown
+    def restore(self, kept: dict) -> tuple[dict, str]:
+        return self.progress_of([], kept if isinstance(kept, dict) else {})
 
-    def stop(request: gr.Request) -> None:
-        conversation.stop(_session(request))
+    def stop(self, request: gr.Request) -> None:
+        self.conversation.stop(_session(request))
 
-    def like(data: gr.LikeData, turns: list):
+    def like(self, data: gr.LikeData, turns: list) -> tuple[Any, ...]:
         meta = _meta_at(turns, data.index)
         rating = "up" if data.liked else "down"
-        status = conversation.feedback(meta.get("id", ""), rating, language=_language(turns))
+        status = self.conversation.feedback(meta.get("id", ""), rating, language=_language(turns))
         return meta.get("id", ""), gr.update(visible=rating == "down"), status
 
-    def comment(answer_id: str, text: str, turns: list):
-        status = conversation.feedback(answer_id, "down", text, language=_language(turns))
+    def comment(self, answer_id: str, text: str, turns: list) -> tuple[Any, ...]:
+        status = self.conversation.feedback(answer_id, "down", text, language=_language(turns))
         return gr.update(visible=False), "", status
 
-    def new_conversation(kept: dict):
+    def new_conversation(self, kept: dict) -> tuple[Any, ...]:
         # What was practised so far becomes the baseline of the next conversation (never counted twice).
         return [], [], "", gr.update(visible=False), "", None, kept if isinstance(kept, dict) else {}
 
-    def _download(turns: list, progress: str = "") -> Any:
+    def download(self, turns: list, progress: str = "") -> Any:
         path = Path(tempfile.mkdtemp(prefix="tutor-")) / "conversacion-tutor.md"
-        path.write_text(conversation_markdown(turns, es["title"], progress), encoding="utf-8")
+        path.write_text(conversation_markdown(turns, self.strings["title"], progress), encoding="utf-8")
         return gr.update(value=str(path), interactive=True)
 
+    # The programmatic API (gradio_client): one conversation turn, and feedback on an answer.
+    def chat(self, message: str, mode: str, history: list, request: gr.Request) -> Iterator[tuple[str, list]]:
+        """Answer `message`; `history` is the list of turns this endpoint returned last time."""
+        for text, done in self.conversation.reply(str(message or ""), mode, history or [], _session(request)):
+            yield text, done if done is not None else history
+
+    def feedback(self, answer_id: str, rating: str, comment: str) -> str:
+        """Store a thumbs up ("up") or down ("down") on the answer with this id, with a comment."""
+        return self.conversation.feedback(answer_id, rating, comment)
+
+
+def build_ui(tutor: Tutor, *, settings: Settings | None = None, store: Store | None = None,
+             notices: list[str] | None = None) -> gr.Blocks:  # fmt: skip
+    """The page: the chat tab (and the instructor tab when a password is set), wired to a ChatPage."""
+    strings = _strings(tutor.prompts.root)
+    i18n = gr.I18n(**strings)
+    es = strings["es"]
+    page = ChatPage(tutor, store, es)
     with gr.Blocks(title=es["title"], analytics_enabled=False, fill_height=True) as app:
         gr.Markdown(f"## {es['title']}")
         for notice in notices or []:
             gr.Markdown(f"> {notice}")
-        turns = gr.State([])
-        baseline = gr.State({})  # mastery from earlier sessions in this browser
-        kept = gr.BrowserState({}, storage_key="tutor-mastery")  # localStorage: survives a reload, no account
+        state = SimpleNamespace(
+            turns=gr.State([]),
+            baseline=gr.State({}),  # mastery from earlier sessions in this browser
+            kept=gr.BrowserState({}, storage_key="tutor-mastery"),  # localStorage: survives a reload, no account
+        )
         with gr.Tabs():
             with gr.Tab(i18n("conversation")):
-                mode = gr.Radio(modes, value="explain", label=i18n("mode"), info=i18n("mode_help"),
-                                elem_id="tutor-mode")  # fmt: skip
-                chatbot = gr.Chatbot(
-                    label=i18n("conversation"), elem_id="tutor-chat", height=520, placeholder=intro,
-                    examples=[{"text": s} for s in suggestions], sanitize_html=True,
-                    feedback_options=("Like", "Dislike"), buttons=["copy"],
-                )  # fmt: skip
-                live = gr.HTML("", elem_id="tutor-live", elem_classes="sr-only")
-                with gr.Row():
-                    box = gr.Textbox(label=i18n("question"), placeholder=i18n("placeholder"), scale=8,
-                                     max_lines=6, autofocus=True, elem_id="tutor-question")  # fmt: skip
-                    send = gr.Button(i18n("send"), variant="primary", scale=1, elem_id="tutor-send")
-                    halt = gr.Button(i18n("stop"), variant="stop", scale=1, elem_id="tutor-stop")
-                with gr.Row(visible=False) as comment_row:
-                    answer_id = gr.State("")
-                    comment_box = gr.Textbox(label=i18n("comment"), scale=8, max_lines=4, elem_id="tutor-comment")
-                    comment_send = gr.Button(i18n("comment_send"), scale=1)
-                status = gr.Markdown("", elem_id="tutor-status")
-                with gr.Accordion(i18n("mastery"), open=False, elem_id="tutor-progress-panel"):
-                    progress = gr.Markdown("", elem_id="tutor-progress")
-                with gr.Row():
-                    fresh = gr.Button(i18n("new"), elem_id="tutor-new")
-                    download = gr.DownloadButton(i18n("download"), interactive=False, elem_id="tutor-download")
-            if settings is not None and getattr(settings, "instructor_password", None):
+                widgets = _chat_widgets(tutor, i18n)
+            if settings is not None and settings.instructor_password:
                 from tutor.app.instructor import build_instructor_tab
 
                 build_instructor_tab(tutor, settings, store)  # a sibling tab, behind its login
         gr.Markdown(_footer(tutor), elem_id="tutor-footer")
-
-        outputs = [chatbot, turns, box, live, download, progress, kept]
-        students = getattr(settings, "max_students", 64)
-        private = {"api_visibility": "private", "concurrency_limit": students, "concurrency_id": "chat"}
-        send.click(submit, [box, chatbot, mode, turns, baseline], outputs, **private)
-        box.submit(submit, [box, chatbot, mode, turns, baseline], outputs, **private)
-        chatbot.example_select(suggested, [chatbot, mode, turns, baseline], outputs, **private)
-        # Stop sets the session's flag: generation ends at the next token, the course's sentences stay.
-        halt.click(stop, None, None, api_visibility="private", queue=False)
-        chatbot.like(like, [turns], [answer_id, comment_row, status], api_visibility="private")
-        comment_send.click(comment, [answer_id, comment_box, turns], [comment_row, comment_box, status],
-                           api_visibility="private")  # fmt: skip
-        fresh.click(new_conversation, [kept], [chatbot, turns, box, comment_row, status, download, baseline],
-                    api_visibility="private", queue=False)  # fmt: skip
-        # The chat's own bin button starts over too: the turns the tutor reads must follow what is shown.
-        chatbot.clear(new_conversation, [kept], [chatbot, turns, box, comment_row, status, download, baseline],
-                      api_visibility="private", queue=False)  # fmt: skip
-
-        # The programmatic API (gradio_client): one conversation turn, and feedback on an answer.
-        def chat(message: str, mode: str, history: list, request: gr.Request):
-            """Answer `message`; `history` is the list of turns this endpoint returned last time."""
-            for text, done in conversation.reply(str(message or ""), mode, history or [], _session(request)):
-                yield text, done if done is not None else history
-
-        def feedback(answer_id: str, rating: str, comment: str) -> str:
-            """Store a thumbs up ("up") or down ("down") on the answer with this id, with a comment."""
-            return conversation.feedback(answer_id, rating, comment)
-
-        # Mode and history have defaults: `predict(message, api_name="/chat")` starts a conversation.
-        api_message = gr.Textbox(visible=False, label="message")
-        api_mode = gr.Textbox("explain", visible=False, label="mode")
-        api_history = gr.JSON([], visible=False, label="history")
-        api_reply, api_turns = gr.Textbox(visible=False, label="reply"), gr.JSON(visible=False, label="turns")
-        api_button = gr.Button(visible=False)
-        api_button.click(chat, [api_message, api_mode, api_history], [api_reply, api_turns], api_name="chat",
-                         concurrency_limit=students, concurrency_id="chat")  # fmt: skip
-        gr.api(feedback, api_name="feedback")
-        app.load(restore, [kept], [baseline, progress], api_visibility="private", queue=False)
-
+        students = settings.max_students if settings is not None else 64
+        _wire_chat(page, widgets, state, students)
+        _api(page, students)
+        app.load(page.restore, [state.kept], [state.baseline, widgets.progress], api_visibility="private",
+                 queue=False)  # fmt: skip
     app.tutor_i18n = i18n
     app.tutor_css = _CSS
     return app
 
 
-def launch(app: Any, settings: Any, **kwargs: Any) -> None:
+def _chat_widgets(tutor: Tutor, i18n: Any) -> SimpleNamespace:
+    """The conversation tab's widgets: mode, chat, question box and buttons, feedback, progress."""
+    welcome = tutor.prompts.get("replies/es/welcome")
+    intro = tutor.prompts.reply("welcome", "es").split("\n\n")[0]
+    suggestions = [str(s) for s in welcome.meta.get("suggestions", [])][:6]
+    w = SimpleNamespace()
+    w.mode = gr.Radio(MODE_CHOICES, value="explain", label=i18n("mode"), info=i18n("mode_help"),
+                      elem_id="tutor-mode")  # fmt: skip
+    w.chatbot = gr.Chatbot(
+        label=i18n("conversation"), elem_id="tutor-chat", height=520, placeholder=intro,
+        examples=[{"text": s} for s in suggestions], sanitize_html=True,
+        feedback_options=("Like", "Dislike"), buttons=["copy"],
+    )  # fmt: skip
+    w.live = gr.HTML("", elem_id="tutor-live", elem_classes="sr-only")
+    with gr.Row():
+        w.box = gr.Textbox(label=i18n("question"), placeholder=i18n("placeholder"), scale=8,
+                           max_lines=6, autofocus=True, elem_id="tutor-question")  # fmt: skip
+        w.send = gr.Button(i18n("send"), variant="primary", scale=1, elem_id="tutor-send")
+        w.halt = gr.Button(i18n("stop"), variant="stop", scale=1, elem_id="tutor-stop")
+    with gr.Row(visible=False) as w.comment_row:
+        w.answer_id = gr.State("")
+        w.comment_box = gr.Textbox(label=i18n("comment"), scale=8, max_lines=4, elem_id="tutor-comment")
+        w.comment_send = gr.Button(i18n("comment_send"), scale=1)
+    w.status = gr.Markdown("", elem_id="tutor-status")
+    with gr.Accordion(i18n("mastery"), open=False, elem_id="tutor-progress-panel"):
+        w.progress = gr.Markdown("", elem_id="tutor-progress")
+    with gr.Row():
+        w.fresh = gr.Button(i18n("new"), elem_id="tutor-new")
+        w.download = gr.DownloadButton(i18n("download"), interactive=False, elem_id="tutor-download")
+    return w
+
+
+def _wire_chat(page: ChatPage, w: SimpleNamespace, state: SimpleNamespace, students: int) -> None:
+    """The page's events; every one that reaches the model shares the "chat" concurrency group."""
+    outputs = [w.chatbot, state.turns, w.box, w.live, w.download, w.progress, state.kept]
+    inputs = [w.box, w.chatbot, w.mode, state.turns, state.baseline]
+    private = {"api_visibility": "private", "concurrency_limit": students, "concurrency_id": "chat"}
+    w.send.click(page.submit, inputs, outputs, **private)
+    w.box.submit(page.submit, inputs, outputs, **private)
+    w.chatbot.example_select(page.suggested, inputs[1:], outputs, **private)
+    # Stop sets the session's flag: generation ends at the next token, the course's sentences stay.
+    w.halt.click(page.stop, None, None, api_visibility="private", queue=False)
+    w.chatbot.like(page.like, [state.turns], [w.answer_id, w.comment_row, w.status], api_visibility="private")
+    w.comment_send.click(page.comment, [w.answer_id, w.comment_box, state.turns], [w.comment_row, w.comment_box,
+                         w.status], api_visibility="private")  # fmt: skip
+    cleared = [w.chatbot, state.turns, w.box, w.comment_row, w.status, w.download, state.baseline]
+    w.fresh.click(page.new_conversation, [state.kept], cleared, api_visibility="private", queue=False)
+    # The chat's own bin button starts over too: the turns the tutor reads must follow what is shown.
+    w.chatbot.clear(page.new_conversation, [state.kept], cleared, api_visibility="private", queue=False)
+
+
+def _api(page: ChatPage, students: int) -> None:
+    """`/chat` and `/feedback` for gradio_client. Mode and history have defaults:
+    `predict(message, api_name="/chat")` starts a conversation."""
+    api_message = gr.Textbox(visible=False, label="message")
+    api_mode = gr.Textbox("explain", visible=False, label="mode")
+    api_history = gr.JSON([], visible=False, label="history")
+    api_reply, api_turns = gr.Textbox(visible=False, label="reply"), gr.JSON(visible=False, label="turns")
+    api_button = gr.Button(visible=False)
+    api_button.click(page.chat, [api_message, api_mode, api_history], [api_reply, api_turns], api_name="chat",
+                     concurrency_limit=students, concurrency_id="chat")  # fmt: skip
+    gr.api(page.feedback, api_name="feedback")
+
+
+def launch(app: gr.Blocks, settings: Settings, **kwargs: Any) -> None:
     """Serve on the configured loopback address: no share link, no analytics, no request leaves."""
     app.queue(default_concurrency_limit=1, max_size=None)
     # Waiting students hold a worker thread each (reading their place in the queue): room for all of them.
@@ -332,11 +366,13 @@ def launch(app: Any, settings: Any, **kwargs: Any) -> None:
     kwargs.setdefault("state_session_capacity", settings.max_students * 8)
     kwargs.setdefault("run_history", False)
     kwargs.setdefault("footer_links", [])
-    app.launch(server_name=settings.host, server_port=settings.port, share=False, i18n=app.tutor_i18n,
-               css=app.tutor_css, js=_JS, **kwargs)  # fmt: skip
+    # build_ui() leaves the page's translations and CSS on the Blocks: Gradio 6 takes them at launch.
+    i18n, css = getattr(app, "tutor_i18n", None), getattr(app, "tutor_css", None)
+    app.launch(server_name=settings.host, server_port=settings.port, share=False, i18n=i18n, css=css, js=_JS,
+               **kwargs)  # fmt: skip
 
 
-def open_store(settings: Any) -> tuple[Any, list[str]]:
+def open_store(settings: Settings) -> tuple[Store | None, list[str]]:
     """The local feedback and analytics store, or None with a notice: the chat works without it."""
     try:
         from tutor.app.store import Store
