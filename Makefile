@@ -40,6 +40,7 @@ bench: $(STAMP)
 check: $(STAMP)
 	$(BIN)/python -m ruff check tutor tests bench tools
 	$(BIN)/python -m ruff format --check tutor tests bench tools
+	$(BIN)/python -m mypy
 
 clean-index: $(STAMP)
 	$(BIN)/tutor ingest --rebuild

@@ -408,7 +408,7 @@ def _open_collections(
     try:
         client = _chroma_client(chroma_dir, url)  # a server that is down raises TutorError, not _Damaged
         if create:
-            return tuple(  # type: ignore[return-value]
+            return tuple(
                 client.get_or_create_collection(
                     name,
                     embedding_function=None,
@@ -417,7 +417,7 @@ def _open_collections(
                 )
                 for name in COLLECTIONS
             )
-        return tuple(client.get_collection(name, embedding_function=None) for name in COLLECTIONS)  # type: ignore[return-value]
+        return tuple(client.get_collection(name, embedding_function=None) for name in COLLECTIONS)
     except (KeyboardInterrupt, SystemExit, GeneratorExit, TutorError):
         raise
     except BaseException as exc:  # includes pyo3 panics from a folder written by another version

@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from tutor.chat import ChatModel, Prompt, fit_prompt
 from tutor.config import Settings
@@ -27,6 +27,10 @@ from tutor.retrieve import Retriever, search_query
 from tutor.text import ASKS_FOR_ANSWER
 from tutor.types import ChatPrompt, GateDecision, Message, Passage, TextPrompt, Turn
 from tutor.verify import Verifier
+
+if TYPE_CHECKING:
+    from tutor.index import Index
+    from tutor.practice import LazyPractice
 
 log = logging.getLogger("tutor")
 
@@ -112,7 +116,7 @@ class Tutor:
         self.stopping = threading.Event()  # set when the app shuts down: every generation ends at its next token
         self._practice = self._practice_factory(retriever.index)
 
-    def use_index(self, index: Any) -> None:
+    def use_index(self, index: Index) -> None:
         """Answer from another index from the next message on (after a re-index), without a restart."""
         from tutor.gate import Gate
 
@@ -254,7 +258,7 @@ class Tutor:
         timings = {**plan.timings, "practice_ms": _ms(started)}
         return replace(plan, kind=turn.kind, reply=turn.text, quiz=turn.quiz, timings=timings)
 
-    def _practice_factory(self, index: Any) -> Any:
+    def _practice_factory(self, index: Index) -> LazyPractice:
         from tutor.practice import LazyPractice, Practice
 
         settings, prompts = self.settings, self.prompts
@@ -274,7 +278,7 @@ class Tutor:
         except TutorError:
             text = self.prompts.reply(decision.label, plan.language, sections=sections)
         plan = replace(plan, kind=kind, reply=text, passages=tuple(nearest) if kind == "not_in_course" else ())
-        if kind == "not_in_course" and self._general_answers():
+        if kind == "not_in_course" and self.model is not None and self._general_answers():
             language_name = self.prompts.reply("language_name", plan.language)
             question = self.prompts.render("chat/general", question=plan.question, language_name=language_name)
             messages = (self._system(language_name), Message("user", question))
@@ -333,12 +337,12 @@ class Tutor:
         history = [Message(t["role"], _trim(t["content"])) for t in plan.history]
         passages = list(plan.passages)
         droppable: list[tuple[str, Any]] = [("turn", m) for m in history] + [("passage", p) for p in reversed(passages)]
-        template = "chat/socratic" if plan.mode == "socratic" and plan.step == 0 else "chat/answer"
+        name = "chat/socratic" if plan.mode == "socratic" and plan.step == 0 else "chat/answer"
 
         def render_chat(kept: Sequence[tuple[str, Any]]) -> Prompt:
             turns = tuple(m for kind, m in kept if kind == "turn")
             kept_passages = [p for p in passages if ("passage", p) in kept]
-            question = self.prompts.render(template, context=_context(kept_passages), question=plan.question,
+            question = self.prompts.render(name, context=_context(kept_passages), question=plan.question,
                                            language_name=language_name)  # fmt: skip
             return ChatPrompt((system, *turns, Message("user", question)), stop=tuple(self.settings.stop))
 
@@ -451,7 +455,7 @@ def _ms(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 1)
 
 
-def build_tutor(settings: Settings, *, model: str = "auto", index: Any = None) -> tuple[Tutor, list[str]]:
+def build_tutor(settings: Settings, *, model: str = "auto", index: Index | None = None) -> tuple[Tutor, list[str]]:
     """The tutor with the implementations the settings name, and start-up notices for the user.
 
     Args:

@@ -75,8 +75,8 @@ class Verifier:
         asked = {fold(w): w for w in re.findall(r"\w+", question)} if language == "es" else {}
         unnamed = [(s, " ".join(asked[w] for w in words)) for s in sentences if (words := self.unnamed(s, asked))]
         if unnamed:
-            removed = tuple((s, f"habla de «{term}», que el curso no nombra") for s, term in unnamed)
-            return Verdict(False, "", (), removed, "unnamed", unnamed=tuple(dict.fromkeys(t for _, t in unnamed)))
+            talked = tuple((s, f"habla de «{term}», que el curso no nombra") for s, term in unnamed)
+            return Verdict(False, "", (), talked, "unnamed", unnamed=tuple(dict.fromkeys(t for _, t in unnamed)))
 
         source = "\n".join([question, *(p.chunk.text for p in passages)])
         source_folded = fold(source)

@@ -23,9 +23,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from tutor.errors import StoreError, TutorError
+
+if TYPE_CHECKING:
+    from tutor.config import Settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -122,7 +125,7 @@ class Store:
         self._setup()
 
     @classmethod
-    def open(cls, settings: Any, **options: Any) -> Store:
+    def open(cls, settings: Settings, **options: Any) -> Store:
         """The store of `settings.data_dir`, created and migrated if needed."""
         try:
             settings.data_dir.mkdir(parents=True, exist_ok=True)

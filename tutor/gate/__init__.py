@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -35,6 +35,9 @@ from tutor.gate.model import (
 from tutor.gate.rules import find_rule, is_chitchat, says_thanks
 from tutor.text import Vocabulary
 from tutor.types import Chunk, GateDecision
+
+if TYPE_CHECKING:
+    from tutor.index import Index
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
 _INVISIBLE = re.compile(r"[\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff\ufffd]")  # "ig\u200bnora"
@@ -68,7 +71,7 @@ class Gate:
         self.window_chars = window_chars
 
     @classmethod
-    def load(cls, index: Any, settings: Settings) -> Gate:
+    def load(cls, index: Index, settings: Settings) -> Gate:
         """The gate over an opened course index, with the shipped (or configured) classifier."""
         chunks, vectors = index.chunk_vectors()
         model = GateModel.load(model_folder(settings), index.embedder)
@@ -166,7 +169,7 @@ def decide(probs: np.ndarray, thresholds: Mapping[str, float]) -> str:
     return "chitchat" if p["chitchat"] > p["other_subject"] else "other_subject"
 
 
-def train_gate(examples: Sequence[Example], index: Any) -> tuple[GateModel, str]:
+def train_gate(examples: Sequence[Example], index: Index) -> tuple[GateModel, str]:
     """Train the classifier for this gate: the rules take part in the cross-validated figures."""
     _, vectors = index.chunk_vectors()
     fixed: list[str | None] = []

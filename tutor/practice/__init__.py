@@ -16,12 +16,15 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tutor.config import PROJECT_DIR
 from tutor.practice.bank import Bank, Item, build_bank
 from tutor.practice.grade import Grade, Grader, option_label
 from tutor.prompts import PromptLibrary
+
+if TYPE_CHECKING:
+    from tutor.index import Index
 
 REVIEW_AFTER = 2  # a section answered wrong comes back after this many other questions
 PER_SECTION = 2  # questions on one section before moving on to the next
@@ -54,7 +57,7 @@ class Practice:
         self.bank, self.grader, self.prompts = bank, grader, prompts
 
     @classmethod
-    def load(cls, index: Any, data_dir: Path, knowledge_dir: Path, prompts: PromptLibrary) -> Practice:
+    def load(cls, index: Index, data_dir: Path, knowledge_dir: Path, prompts: PromptLibrary) -> Practice:
         return cls(build_bank(index, data_dir, knowledge_dir), Grader(index), prompts)
 
     def step(self, message: str, history: Sequence[Mapping[str, Any]], language: str, *,
@@ -72,11 +75,12 @@ class Practice:
         result: dict[str, Any] | None = None
         target: str | None = None
         if waiting is not None:
-            item = self.bank.by_id(str(waiting.get("id"))) or _item_from_meta(waiting)
-            grade = self.grader.grade(item, message)
-            result = {"item": item.id, "section": item.section, "type": item.type, "verdict": grade.verdict,
-                      "missing": list(grade.missing), "score": round(grade.score, 3), "at": _now()}  # fmt: skip
-            parts.append(self.feedback(item, grade, language))
+            answered = self.bank.by_id(str(waiting.get("id"))) or _item_from_meta(waiting)
+            grade = self.grader.grade(answered, message)
+            result = {"item": answered.id, "section": answered.section, "type": answered.type,
+                      "verdict": grade.verdict, "missing": list(grade.missing), "score": round(grade.score, 3),
+                      "at": _now()}  # fmt: skip
+            parts.append(self.feedback(answered, grade, language))
         else:
             target = self._target(message, search)
             if target is not None and not self.bank.of_section(target, with_children=True):
@@ -323,7 +327,8 @@ class LazyPractice:
     """Builds the practice engine on first use (the bank takes 1-2 s), once, under a lock."""
 
     def __init__(self, factory: Callable[[], Practice]) -> None:
-        self._factory, self._engine, self._lock = factory, None, threading.Lock()
+        self._factory, self._lock = factory, threading.Lock()
+        self._engine: Practice | None = None
 
     def get(self) -> Practice:
         with self._lock:

@@ -21,7 +21,7 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -29,6 +29,9 @@ from tutor.config import PROJECT_DIR
 from tutor.embed import Embedder
 from tutor.practice.bank import Item
 from tutor.text import cognate, fold, gives_up
+
+if TYPE_CHECKING:
+    from tutor.index import Index
 
 VERDICTS = ("correct", "partial", "incorrect")
 
@@ -72,7 +75,7 @@ class Grade:
 class Grader:
     """Grades answers against items with the index's stemmer and its sentence vectors."""
 
-    def __init__(self, index: Any, weights: Weights = WEIGHTS) -> None:
+    def __init__(self, index: Index, weights: Weights = WEIGHTS) -> None:
         self.embedder: Embedder = index.embedder
         self.tokens: Callable[[str], list[str]] = index.tokens
         self.weights = weights
