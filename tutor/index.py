@@ -74,6 +74,18 @@ def ingest(settings: Settings, embedder: Embedder, *, rebuild: bool = False, pro
         raise TutorError(
             f"No existe la carpeta de conocimiento «{folder}». Cree la carpeta o configure TUTOR_KNOWLEDGE_DIR."
         )
+    old = _previous_manifest(settings, rebuild, report)
+    chunks = _read_chunks(settings, (old or {}).get("chunks", []), report)
+    stores = _collections_for(settings, embedder, report)
+    sentences = _sync(stores, chunks, embedder, report, progress)
+    _write_manifest(settings.index_dir, embedder, chunks, sentences=sentences)
+    report.chunks = len(chunks)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _previous_manifest(settings: Settings, rebuild: bool, report: IngestReport) -> dict[str, Any] | None:
+    """The last ingestion's manifest; None, with the store removed, when asked or of another format."""
     index_dir = settings.index_dir
     if rebuild:
         report.rebuilt = "se pidió --rebuild"
@@ -83,9 +95,12 @@ def ingest(settings: Settings, embedder: Embedder, *, rebuild: bool = False, pro
         report.rebuilt = f"el índice tiene el formato {old.get('format')}, esta versión usa {FORMAT}"
         _remove_store(index_dir, settings.chroma_url)
         old = None
+    return old
 
-    # 1. Read and chunk every file. A file that cannot be read keeps what it had in the index.
-    old_chunks = (old or {}).get("chunks", [])
+
+def _read_chunks(settings: Settings, old_chunks: list[dict[str, Any]], report: IngestReport) -> list[Chunk]:
+    """Every file read and chunked. A file that cannot be read keeps what it had in the index."""
+    folder = settings.knowledge_dir
     chunks: list[Chunk] = []
     for path in knowledge_files(folder):
         source = path.relative_to(folder).as_posix()
@@ -99,22 +114,31 @@ def ingest(settings: Settings, embedder: Embedder, *, rebuild: bool = False, pro
             report.problems.append(f"{exc}{note}")
     if not chunks:
         raise TutorError(f"No hay material que indexar en «{folder}»: añada archivos .md, .txt o .pdf con texto.")
+    return chunks
 
-    # 2. Open the collections, starting again if damaged or holding another embedder's vectors.
+
+def _collections_for(settings: Settings, embedder: Embedder, report: IngestReport) -> tuple[Any, Any, Any]:
+    """The three collections, started again if damaged or holding another embedder's vectors."""
+    index_dir, url = settings.index_dir, settings.chroma_url
     try:
-        stores = _open_collections(index_dir, embedder, create=True, url=settings.chroma_url)
+        stores = _open_collections(index_dir, embedder, create=True, url=url)
     except _Damaged as exc:
         report.rebuilt = f"el almacén de vectores estaba dañado ({exc})"
-        stores = _start_over(index_dir, embedder, settings.chroma_url)
+        stores = _start_over(index_dir, embedder, url)
     meta = stores[0].metadata or {}
     use = sentence_embedder()
     stored_models = tuple(meta.get(k) for k in ("embedder", "embedder_version", "use", "use_version"))
     if stored_models != (embedder.name, embedder.version, use.name, use.version):
         if stores[0].count():
             report.rebuilt = f"cambió el modelo de embeddings ({meta.get('embedder')} → {embedder.name})"
-            stores = _start_over(index_dir, embedder, settings.chroma_url)
+            stores = _start_over(index_dir, embedder, url)
+    return stores
 
-    # 3. Sync both layers against what Chroma really holds (a run may have been interrupted).
+
+def _sync(stores: tuple[Any, Any, Any], chunks: list[Chunk], embedder: Embedder, report: IngestReport,
+          progress: bool) -> int:  # fmt: skip
+    """Sync the three layers against what Chroma really holds (a run may have been interrupted); returns
+    how many sentences the index holds."""
     from tqdm import tqdm
 
     sentence_layer = _sentence_records(chunks)
@@ -122,15 +146,11 @@ def ingest(settings: Settings, embedder: Embedder, *, rebuild: bool = False, pro
     plans = [_plan(store, records) for store, records in zip(stores, layers)]
     total = sum(len(plan.to_embed) for plan in plans)
     with tqdm(total=total, desc="Indexando", unit="texto", disable=not progress or not total) as bar:
-        counts = [_apply(s, p, e, bar) for s, p, e in zip(stores, plans, (embedder, embedder, use))]
+        counts = [_apply(s, p, e, bar) for s, p, e in zip(stores, plans, (embedder, embedder, sentence_embedder()))]
     report.embedded, report.reused, report.unchanged, report.removed = counts[0]
     report.sentences_embedded = counts[1][0]
     report.use_sentences_embedded = counts[2][0]
-
-    _write_manifest(index_dir, embedder, chunks, sentences=len(sentence_layer))
-    report.chunks = len(chunks)
-    report.seconds = time.perf_counter() - started
-    return report
+    return len(sentence_layer)
 
 
 def _chunk_records(chunks: list[Chunk]) -> list[_Record]:
