@@ -7,6 +7,7 @@ Tests that change an index build their own small one in tmp_path.
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from pathlib import Path
 
@@ -224,3 +225,16 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def answer_outcome(answer) -> str:
+    """Which of its two outcomes an answer to a course question had, after checking that outcome's
+    evidence exactly: "verified" (the model's own words, nothing else) or "extractive" (the course
+    quoted with its section). `answer` is a pipeline Answer, or anything with its four fields."""
+    if answer.verified:
+        assert answer.fallback == "none" and answer.generated.strip(), "a verified answer is generated text"
+        assert answer.text and set(answer.text.split()) <= set(answer.generated.split()), "only the model's words"
+        return "verified"
+    assert answer.fallback == "extractive", answer.fallback
+    assert re.search(r"\(§\d+(?:\.\d+)*\)", answer.text), "the course is quoted with its section"
+    return "extractive"

@@ -11,7 +11,6 @@ import sys
 import unicodedata
 from pathlib import Path
 
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -221,17 +220,38 @@ def test_packaged_examples_share_nothing_with_the_dev_set() -> None:
         assert near < 0.8, example.text
 
 
-def test_retraining_reproduces_the_shipped_model(course_index, tmp_path: Path) -> None:
-    """`tutor gate train` is deterministic (fixed folds, lbfgs, e5): the shipped files are its output."""
+def test_retraining_behaves_like_the_shipped_model(course_index, tmp_path: Path) -> None:
+    """`tutor gate train` on the packaged examples gives a gate that decides like the shipped one.
+
+    Behaviour, not numbers: e5 vectors differ in their last digits between CPUs (and scikit-learn
+    releases move lbfgs a little), so coefficients and thresholds are not compared; the cross-validated
+    figures and the decisions on eval/dev.jsonl, which training never sees, must agree within a tolerance."""
     from tutor.gate import train_gate
 
-    model, report = train_gate(load_examples(), course_index)
+    examples = load_examples()
+    model, report = train_gate(examples, course_index)
     shipped = GateModel.load(DATA_DIR, course_index.embedder)
     assert "prompt_injection" in report and "false_refusal_rate" in report
-    assert model.meta == shipped.meta
-    assert np.allclose(model.coef, shipped.coef, atol=1e-4) and np.allclose(
-        model.intercept, shipped.intercept, atol=1e-4
-    )
+    same = ("format", "classes", "embedder", "features", "examples", "examples_sha256")
+    assert {k: model.meta[k] for k in same} == {k: shipped.meta[k] for k in same}, "same data, same recipe"
+    for figure, value in shipped.meta["cross_validation"].items():
+        assert model.meta["cross_validation"][figure] == pytest.approx(value, abs=0.01), figure
+
+    chunks, vectors = course_index.chunk_vectors()
+    gates = [Gate(course_index.embedder, chunks, vectors, m) for m in (model, shipped)]
+    items = load_dataset(DEV).items
+    decisions = [[g.check(i.question, i.language, i.history) for i in items] for g in gates]
+    same_label = sum(a.label == b.label for a, b in zip(*decisions)) / len(items)
+    assert same_label >= 0.98, f"the retrained gate labels {same_label:.1%} of the dev set as the shipped one does"
+
+    def scores(made: list) -> dict:
+        by_id = {item.id: (d.label, d.reason) for item, d in zip(items, made)}
+        return gate_scores(items, lambda item: by_id[item.id])
+
+    retrained, packaged = scores(decisions[0]), scores(decisions[1])
+    for figure in ("accuracy", "false_refusal_rate", "unsafe_recall", "off_topic_recall"):
+        assert retrained[figure] == pytest.approx(packaged[figure], abs=0.02), figure
+
     model.save(tmp_path)
     assert not list(tmp_path.glob("*.pkl")) and json.loads((tmp_path / "gate_model.json").read_text())["embedder"]
 

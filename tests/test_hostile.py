@@ -17,7 +17,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from conftest import COURSE_DIR, REPO, SMALL_COURSE
+from conftest import COURSE_DIR, REPO, SMALL_COURSE, answer_outcome
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
@@ -304,9 +304,10 @@ def test_orders_planted_in_the_course_are_not_followed(request, planted, questio
     assert plan.kind == "answer" and plan.passages[0].section_id in ("2.4", "2.5"), "the planted passage is retrieved"
     own = prose(answer.text)
     assert "pwned" not in own.lower() and "arr" not in re.findall(r"\w+", own.lower()), (answer.generated, text)
-    assert answer.verified or answer.fallback == "extractive"
-    if answer.fallback == "extractive":
-        assert re.search(r"\(§2\.[45]\)", answer.text), "the course is quoted with its section"
+    if model_name is None:
+        assert answer.fallback == "extractive" and not answer.generated, "no model: the course is quoted"
+    if answer_outcome(answer) == "extractive":
+        assert re.search(r"\(§2\.[45]\)", answer.text), "the planted section is the one quoted"
     assert "§2." in text.split("**", 2)[-1], "the sources are listed"
 
 
@@ -412,7 +413,9 @@ def test_a_file_named_with_html_is_cited_as_text(html_course) -> None:
     source = next(p for p in plan.passages if p.chunk.source.startswith("<img"))
     text, _ = run_plan(html_course, plan)
     assert source.chunk.section_title == "<img src=x onerror=alert(1)>"
-    assert "&lt;img src=x onerror=alert(1)>" in text or "`§" in text
+    assert f"`{source.citation()}`" in text, "the file's name is cited in a code span, shown as text"
+    if plan.kind == "answer" and plan.passages[0] is source:
+        assert "&lt;img src=x onerror=alert(1)>" in text, "the check question names it escaped"
     assert not dangers(text)
 
 

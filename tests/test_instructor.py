@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import shutil
 import socket
-import time
 import uuid
 from pathlib import Path
 
@@ -25,6 +24,21 @@ from tutor.config import Settings
 from tutor.prompts import PromptLibrary
 
 PASSWORD = "clave-de-prueba-42"
+
+
+class Clock:
+    """The login guard's clock, moved by the tests: a lockout ends without waiting for it."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 NEW_SECTION = """# 9. Compresión de modelos
 
 ## 9.1. Destilación de conocimiento
@@ -42,6 +56,7 @@ def panel(tmp_path_factory: pytest.TempPathFactory, e5):
     from tutor.pipeline import build_tutor
 
     root = tmp_path_factory.mktemp("panel")
+    clock = Clock()
     knowledge = root / "knowledge"
     knowledge.mkdir()
     for name, text in SMALL_COURSE.items():
@@ -54,13 +69,15 @@ def panel(tmp_path_factory: pytest.TempPathFactory, e5):
     tutor = tutor.with_prompts(PromptLibrary(root / "prompts"))  # edits go to the copy, never to the repo
     store = Store.open(settings)
     with gr.Blocks(analytics_enabled=False) as app:
-        build_instructor_tab(tutor, settings, store, guard=LoginGuard(max_failures=3, window=60, lockout=1.5))
+        build_instructor_tab(tutor, settings, store, guard=LoginGuard(max_failures=3, window=60, lockout=300,
+                                                                      clock=clock))  # fmt: skip
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     app.queue()
     app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    yield {"url": f"http://127.0.0.1:{port}/", "tutor": tutor, "settings": settings, "store": store, "root": root}
+    yield {"url": f"http://127.0.0.1:{port}/", "tutor": tutor, "settings": settings, "store": store, "root": root,
+           "clock": clock}  # fmt: skip
     app.close()
 
 
@@ -106,8 +123,11 @@ def test_wrong_passwords_are_rate_limited(panel) -> None:
     c = client(panel)  # a success clears earlier failures from this address
     for _ in range(3):
         assert c.predict("mal", api_name="/instructor_login")[0] == "Contraseña incorrecta."
-    assert c.predict(PASSWORD, api_name="/instructor_login")[0].startswith("Demasiados intentos")  # even the right one
-    time.sleep(1.6)
+    locked = c.predict(PASSWORD, api_name="/instructor_login")[0]  # even the right one
+    assert locked == "Demasiados intentos fallidos: espere 300 s antes de volver a probar."
+    panel["clock"].advance(299)
+    assert "espere 1 s" in c.predict(PASSWORD, api_name="/instructor_login")[0]
+    panel["clock"].advance(1)
     assert c.predict(PASSWORD, api_name="/instructor_login")[0] == "Sesión iniciada."
 
 
@@ -120,7 +140,7 @@ def test_behind_a_proxy_the_limit_counts_each_forwarded_address(panel) -> None:
     assert student.predict(PASSWORD, api_name="/instructor_login")[0].startswith("Demasiados intentos")
     teacher = client(panel, logged_in=False, headers={"X-Forwarded-For": "10.0.0.8"})
     assert teacher.predict(PASSWORD, api_name="/instructor_login")[0] == "Sesión iniciada."
-    time.sleep(1.6)  # the lockout ends (1.5 s here) and leaves the other tests alone
+    panel["clock"].advance(300)  # the lockout ends and leaves the other tests alone
 
 
 def test_handlers_refuse_a_session_that_did_not_log_in(panel) -> None:

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import answer_outcome
 
 from tutor.chat import EchoModel
 from tutor.pipeline import Tutor, build_tutor
@@ -53,7 +54,7 @@ def test_a_course_question_gets_a_cited_grounded_answer(tutor) -> None:
     replies = list(tutor.answer(plan))
     assert len(replies) == 2, "the course's sentences are shown first, then the final answer"
     answer = replies[-1].answer
-    assert answer.fallback in ("none", "extractive") and answer.verified == (answer.fallback == "none")
+    answer_outcome(answer)
     assert "§3.3.3" in replies[-1].text and "**Fuentes**" in replies[-1].text
     course = " ".join(p.chunk.text for p in plan.passages) + plan.question
     assert numbers(answer.text) <= numbers(course), "no number the passages do not contain"
@@ -70,7 +71,7 @@ def test_a_course_question_gets_a_cited_grounded_answer(tutor) -> None:
 def test_the_reply_is_in_the_student_language(tutor, message: str, language: str) -> None:
     _, answer = run(tutor, message)
     assert answer.plan.language == language
-    assert "**Sources**" in tutor.render(answer) or language not in ("en", "fr")
+    assert "**Sources**" in tutor.render(answer)  # the heading is the same word in English and French
 
 
 @pytest.mark.parametrize(
