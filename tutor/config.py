@@ -146,7 +146,7 @@ class Settings(BaseSettings):
     gate_model_dir: Path | None = Field(
         default=None,
         description="Folder of the gate's classifier (gate_model.npz + .json); None = the one shipped in "
-        "tutor/gate_data/. `tutor gate train` writes there.",
+        "tutor/gate/data/. `tutor gate train` writes there.",
     )
     gate_window_chars: int = Field(
         default=2000, ge=200, le=20000, description="Only a message's first N characters are classified."

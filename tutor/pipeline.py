@@ -4,7 +4,7 @@
 exact prompt the model will see (or a reply decided without the model: a refusal, a redirect, a
 hint). `Tutor.answer()` is the only part that runs the model: it shows the course's own sentences at
 once, then replaces them with the generated answer only if every kept sentence is verified against
-the passages. It does not render widgets (ui.py) or parse arguments (cli.py).
+the passages. It does not render widgets (app/ui.py) or parse arguments (cli.py).
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ class Plan:
     reply: str | None = None  # a reply decided without the model (refusal, redirect, hint)
     kind: str = "answer"  # answer | refusal | redirect | chitchat | not_in_course | hint | no_passages
     step: int = 0  # socratic hint ladder: 1, 2, then 3 = the full answer
-    quiz: dict[str, Any] = field(default_factory=dict)  # practice: {pending, result, review, number} (practice.py)
+    quiz: dict[str, Any] = field(default_factory=dict)  # practice: {pending, result, review, number} (tutor.practice)
     timings: dict[str, float] = field(default_factory=dict)
     id: str = field(default_factory=lambda: uuid.uuid4().hex)  # names the answer for feedback and analytics
 
@@ -245,7 +245,7 @@ class Tutor:
         return "\n\n".join(parts)
 
     def _practice_plan(self, plan: Plan, mastery: dict[str, Any] | None) -> Plan:
-        """Practice: grade the answer to the pending question, then ask the next one (practice.py)."""
+        """Practice: grade the answer to the pending question, then ask the next one (tutor.practice)."""
         started = time.perf_counter()
 
         def search(text: str) -> str | None:

@@ -1,10 +1,10 @@
 """The gate: is a student message on topic, off topic or unsafe? One decision per message, never an exception.
 
 Input: the message, its reply language and the conversation so far; output: a GateDecision. Signals,
-in order: transparent rules (gate_rules.py), then the project's classifier (gate_model.py) over the
+in order: transparent rules (rules.py), then the project's classifier (model.py) over the
 message's e5 vector and its similarity to the course chunks, then, for a short message that looks
 off topic, the same classifier on the message read with the previous turn (follow-ups), and last an
-optional local transformers classifier configured by the instructor (gate_extra.py), which can only
+optional local transformers classifier configured by the instructor (extra.py), which can only
 make a decision stricter. It does not write replies (prompts/replies/ does) nor retrieve passages.
 """
 
@@ -47,7 +47,7 @@ _NAME = re.compile(r"\b[A-Za-z]*[A-Z][A-Za-z0-9]*[A-Z][A-Za-z0-9]*\b")
 _RULE_HEAD, _RULE_TAIL = 20_000, 2_000  # rules are cheap: they read far more than the model's window
 _FOLLOW_UP_WORDS = 12  # longer messages stand on their own (as in retrieve.search_query)
 # P(other_subject) from which a short message changes the topic instead of following up; 0.4-0.5 did
-# best on the packaged examples with history (tutor/gate_data/train.jsonl), not on eval/dev.jsonl.
+# best on the packaged examples with history (tutor/gate/data/train.jsonl), not on eval/dev.jsonl.
 _NEW_SUBJECT = 0.5
 
 

@@ -4,7 +4,7 @@ Input: a message vector and the course's chunk vectors; output: probabilities of
 (on_topic, chitchat, other_subject and the six unsafe reasons). `train()` fits it on the packaged
 examples, cross-validated, and picks the decision thresholds on the cross-validated predictions;
 `GateModel.save/load` keep it as coefficients in .npz plus JSON metadata (never pickle), bound to the
-embedder that produced the vectors. It does not apply rules or read history (gate.py does).
+embedder that produced the vectors. It does not apply rules or read history (the Gate in gate/__init__.py does).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ the `meta["quiz"]` of the tutor's turns, which the interface sends back with the
 answered wrong or halfway come back two questions later (spaced review within the session); the
 mastery table (`mastery()`, `mastery_markdown()`) summarises the results per section and can be
 merged with one the browser kept from earlier sessions. Texts the student reads are templates in
-prompts/replies/<language>/quiz_*.md. It does not build the bank (quiz.py) nor score answers (grade.py).
+prompts/replies/<language>/quiz_*.md. It does not build the bank (bank.py) nor score answers (grade.py).
 """
 
 from __future__ import annotations

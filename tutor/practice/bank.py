@@ -7,7 +7,7 @@ negation) and "compare A and B" where the course contrasts two things. Each item
 the course sentence(s) that answer it and the key terms a good answer contains. The bank is a JSON
 file in the data folder, rebuilt per section when that section's text changes; instructors add,
 edit or disable items in `knowledge/quiz.yaml`. It does not grade answers (grade.py) nor choose the
-next question (practice.py).
+next question (the session in practice/__init__.py).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ concept of the course: CBOW for Skip-Gram), and the answer's length (a vague ans
 three-class logistic model over them was fitted on the tuning part of `eval/grading.jsonl` only
 (`tutor quiz eval --tune` prints its weights); the held-apart part measures it. Cloze items need the
 blanked word; multiple choice and true/false are graded exactly.
-It does not choose questions or write feedback (practice.py does).
+It does not choose questions or write feedback (the session in practice/__init__.py does).
 """
 
 from __future__ import annotations
