@@ -1,8 +1,9 @@
 """The extractive answer on the real course index: the sentence that answers leads, heading stubs are
-never quoted alone, and a floor keeps off-target sentences out."""
+never quoted alone, a floor keeps off-target sentences out, and the check question follows the first quote."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from tutor.evaluate import load_dataset
 from tutor.extract import Extractor, Weights, bare, is_stub
 from tutor.ingest import sentences
+from tutor.pipeline import Answer, build_tutor
 from tutor.prompts import PromptLibrary
 from tutor.types import Passage
 
@@ -87,3 +89,17 @@ def test_the_lead_comes_from_the_best_ranked_passage_with_a_sentence(extractor, 
     assert extractor.answer(question, passages, "es").sentences[0][0] == passages[0].section_id
     later = extractor.answer(question, passages[1:], "es").sentences
     assert later[0][0] == passages[1].section_id
+
+
+def test_the_check_question_names_the_first_quote_s_section(course_settings, course_index, retriever) -> None:
+    tutor, _ = build_tutor(course_settings, model="none", index=course_index)
+    plan = tutor.plan("que es la perplejidad")
+    final = list(tutor.answer(plan))[-1]
+    section = final.answer.quoted[0][0]
+    title = next(p.chunk.section_title for p in plan.passages if p.section_id == section)
+    assert PROMPTS.reply("check_question", "es", term=title, section=section) in final.text
+    # When the first quote is from a lower passage, the question follows the quote, not the top passage.
+    rag = retriever.search("¿qué es RAG?", 1)[0]
+    moved = replace(plan, passages=(rag, *plan.passages))
+    text = tutor.render(Answer("…", moved, fallback="extractive", quoted=((section, "…"),)))
+    assert f"(§{section})" in text.split("**")[0] and f"(§{rag.section_id})" not in text.split("**")[0]
