@@ -150,6 +150,7 @@ def test_eval_generate_adds_answer_figures(course_settings, course_index, tmp_pa
     assert answers["n"] == 4 and answers["refusal_correct"] == 1.0 and answers["citation_hit"] == 1.0
     assert answers["related_quoted_or_declined"] == 1.0  # without a model: quoted
     assert answers["extractive_rate"] == 1.0 and answers["verified_rate"] == 0.0
+    assert answers["first_quote_on_target"] == 1.0  # item a's first quote is from §5.5.2
     assert answers["keyword_recall"] == 1.0 and answers["language_match"] == 1.0
     assert set(answers["latency_s"]) == {"p50", "p95"} and answers["ttft_s"]["p50"] is not None
 

@@ -210,12 +210,15 @@ def answer_scores(rows: Sequence[tuple[EvalItem, Any, str]], detect: Callable[[s
     keyword_recall looks in the whole visible reply, prose_keyword_recall in the tutor's prose alone;
     language_match reads the tutor's own words (quotes of the Spanish course excluded);
     related_quoted_or_declined: of the questions on topics the course does not cover, the share answered
-    by saying so or by quoting the course, never with generated text shown as the course's.
+    by saying so or by quoting the course, never with generated text shown as the course's;
+    first_quote_on_target: of the extractive answers to items with sections, the share whose first
+    quote comes from an expected section (with --model none every answer is extractive).
     """
     keyword, prose_keyword, citation, language, refusal = [], [], [], [], []
     verified, extractive, latency, first_visible, model_ttft = [], [], [], [], []
     invented: list[str] = []  # ids of items whose shown prose has a number the passages and question lack
     related: list[float] = []
+    first_quote: list[float] = []
     for item, answer, visible in rows:
         plan = answer.plan
         if item.gate == "on_topic" and item.keywords:
@@ -232,6 +235,9 @@ def answer_scores(rows: Sequence[tuple[EvalItem, Any, str]], detect: Callable[[s
             invented.append(item.id)
         if item.kind == "related_not_in_course":
             related.append(float(plan.kind != "answer" or answer.fallback == "extractive"))
+        if plan.kind == "answer" and answer.fallback == "extractive" and item.gate == "on_topic" and item.sections:
+            lead = answer.quoted[0][0] if answer.quoted else ""
+            first_quote.append(float(any(section_hits(lead, e) for e in item.sections)))
         if plan.kind == "answer":
             verified.append(float(answer.verified))
             extractive.append(float(answer.fallback == "extractive"))
@@ -249,6 +255,7 @@ def answer_scores(rows: Sequence[tuple[EvalItem, Any, str]], detect: Callable[[s
         "related_quoted_or_declined": _avg(related),
         "verified_rate": _avg(verified),
         "extractive_rate": _avg(extractive),
+        "first_quote_on_target": _avg(first_quote),
         "latency_s": _quantiles(latency),
         "ttft_s": _quantiles(first_visible),  # time to the first visible text (the course's sentences)
         "model_ttft_s": _quantiles(model_ttft),  # time to the model's first token

@@ -74,6 +74,7 @@ class Answer:
     generated: str = ""  # the raw model output, for logs and evaluation (never shown)
     notice: str = ""  # e.g. why the answer is quoted from the course
     general: str = ""  # a capable model's answer to what the course does not cover, shown marked as such
+    quoted: tuple[tuple[str, str], ...] = ()  # extractive: (section id, sentence) as shown, the best first
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -191,7 +192,7 @@ class Tutor:
             yield Reply(self.render(answer), final=True, answer=answer)
             return
         extract = self.extractor.answer(plan.query or plan.question, plan.passages, plan.language)
-        fallback = Answer(extract.text, plan, fallback="extractive")
+        fallback = Answer(extract.text, plan, fallback="extractive", quoted=extract.sentences)
         yield Reply(self.render(fallback))  # first visible text: the course itself, at once
         timings = dict(plan.timings, first_visible_ms=_ms(started))
         if plan.prompt is None or self.model is None:
@@ -228,7 +229,9 @@ class Tutor:
             heading = self.prompts.reply("general_heading", plan.language)
             parts.append(f"**{inert(heading)}**\n\n{inert(answer.general)}")
         if plan.kind == "answer" and plan.mode == "explain" and plan.passages:
-            top = plan.passages[0]
+            # About what the student read first: the section of the first quote, else the top passage.
+            lead = answer.quoted[0][0] if answer.quoted else None
+            top = next((p for p in plan.passages if p.section_id == lead), plan.passages[0])
             parts.append(self.prompts.reply("check_question", plan.language,
                                             term=inert(top.chunk.section_title), section=top.section_id))  # fmt: skip
         if plan.passages and plan.kind in ("answer", "hint"):
