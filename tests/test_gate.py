@@ -193,6 +193,23 @@ def test_gate_scores_by_hand() -> None:
     assert out["confusion"]["off_topic"]["off_topic"] == 2 and out["misclassified"] == ["b", "c"]
 
 
+def test_gate_scores_by_kind_and_family_check_the_reason() -> None:
+    def item(i: str, gate: str, kind: str, family: str = "") -> Item:
+        return Item(i, "q", "es", gate, (), (), kind, family=family)
+
+    items = [item("a", "unsafe", "prompt_injection", "roleplay"), item("b", "unsafe", "prompt_injection", "roleplay"),
+             item("c", "unsafe", "disinformation"), item("d", "on_topic", "conceptual", "hard_negative"),
+             item("e", "off_topic", "off_topic", "near_course")]  # fmt: skip
+    answers = {"a": ("unsafe", "prompt_injection"), "b": ("unsafe", "harm"), "c": ("off_topic", "other_subject"),
+               "d": ("on_topic", "related"), "e": ("off_topic", "other_subject")}  # fmt: skip
+    out = gate_scores(items, lambda it: answers[it.id])
+    assert out["by_kind"]["prompt_injection"] == {"n": 2, "accuracy": 1.0, "reason_accuracy": 0.5}
+    assert out["by_kind"]["disinformation"] == {"n": 1, "accuracy": 0.0, "reason_accuracy": 0.0}
+    assert out["by_family"]["roleplay"]["reason_accuracy"] == 0.5 and "" not in out["by_family"]
+    assert out["by_family"]["hard_negative"]["reason_accuracy"] == 1.0  # any on-topic reason fits
+    assert out["by_family"]["near_course"] == {"n": 1, "accuracy": 1.0, "reason_accuracy": 1.0}
+
+
 # The packaged examples and model.
 
 
