@@ -63,12 +63,14 @@ def test_malformed_lines_are_reported_with_their_number(tmp_path: Path) -> None:
         json.dumps({**good, "id": "z", "sections": "3.3"}),
         json.dumps({**good, "id": "w", "history": [{"role": "bot", "content": "x"}]}),
         json.dumps(good),
+        json.dumps({**good, "id": "v", "family": ["roleplay"]}),
+        json.dumps({**good, "id": "u", "kind": "disinformation", "family": "roleplay"}),
     ]
     path = tmp_path / "d.jsonl"
     path.write_text("\n".join(lines), encoding="utf-8")
     data = load_dataset(path)
-    assert [i.id for i in data.items] == ["x"]
-    assert [e.split(":")[0] for e in data.errors] == ["línea 2", "línea 3", "línea 5", "línea 6", "línea 7"]
+    assert [i.id for i in data.items] == ["x", "u"] and data.items[1].family == "roleplay"
+    assert [e.split(":")[0] for e in data.errors] == ["línea 2", "línea 3", "línea 5", "línea 6", "línea 7", "línea 8"]
 
 
 def test_the_dev_set_is_well_formed_and_covers_every_section() -> None:

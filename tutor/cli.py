@@ -677,6 +677,8 @@ def _print_eval(result: dict[str, Any]) -> None:
         )
         for gold, row in g["confusion"].items():
             print(f"  {gold:<10} → " + "  ".join(f"{pred} {n}" for pred, n in row.items()))
+        for name, f in g["by_family"].items():  # reason: the reply fits the family (e.g. role-play → injection)
+            print(f"  familia {name:<16} n={f['n']:<3} exactitud {f['accuracy']}  motivo {f['reason_accuracy']}")
 
 
 def _indent(text: str) -> str:

@@ -77,13 +77,13 @@ class GateDecision:
     label: Literal["on_topic", "off_topic", "unsafe"]
     score: float  # confidence in the label, 0..1 (1.0 when a rule decided)
     # course | related | chitchat | other_subject | harm | self_harm | harassment | personal_data | cheating |
-    # prompt_injection
+    # prompt_injection | disinformation
     reason: str
     source: str = "classifier"  # rules | classifier | history | extra_model | empty
     rule: str = ""  # the rule that fired (source "rules"), or why "course" became "related"
     similarity: float = 0.0  # best cosine similarity of the message to a course chunk
     nearest: tuple[str, ...] = ()  # ids of the two course sections closest to the message
-    truncated: bool = False  # only the opening window of a very long message was classified
+    truncated: bool = False  # a very long message: its opening window (each sentence once) was classified
 
     @property
     def allowed(self) -> bool:

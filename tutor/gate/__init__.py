@@ -91,7 +91,7 @@ class Gate:
         rule = find_rule(clean if len(clean) <= _RULE_HEAD else f"{clean[:_RULE_HEAD]} {clean[-_RULE_TAIL:]}")
         if rule is not None:
             return GateDecision("unsafe", 1.0, rule.reason, source="rules", rule=rule.name, truncated=truncated)
-        window = clean[: self.window_chars]
+        window = (read_once(clean) if truncated else clean)[: self.window_chars]
         if is_chitchat(window):
             return GateDecision("off_topic", 1.0, "chitchat", source="rules", rule="greeting or thanks")
         decision, probs = self._classify(window, truncated)
@@ -155,6 +155,23 @@ class Gate:
             truncated=truncated,
         )
         return decision, dict(zip(CLASSES, (float(p) for p in probs)))
+
+
+_SENTENCE = re.compile(r"[^.!?\n]+[.!?\n]*")
+
+
+def read_once(text: str) -> str:
+    """Each sentence of a long message once, in order: a paste that repeats itself ("La atención pondera
+    cada palabra." x 1,700) fills the classifier's window with one sentence, whose vector then drifts
+    from what it says (issue 19 found it judged an attack); the rules still read the whole message."""
+    seen: set[str] = set()
+    kept = []
+    for match in _SENTENCE.finditer(text):
+        key = match.group(0).strip().lower()
+        if key and key not in seen:
+            seen.add(key)
+            kept.append(match.group(0).strip())
+    return " ".join(kept)
 
 
 def decide(probs: np.ndarray, thresholds: Mapping[str, float]) -> str:

@@ -1,7 +1,7 @@
 """The gate's classifier: logistic regression over e5 vectors plus the similarity to the course.
 
-Input: a message vector and the course's chunk vectors; output: probabilities of nine classes
-(on_topic, chitchat, other_subject and the six unsafe reasons). `train()` fits it on the packaged
+Input: a message vector and the course's chunk vectors; output: probabilities of ten classes
+(on_topic, chitchat, other_subject and the seven unsafe reasons). `train()` fits it on the packaged
 examples, cross-validated, and picks the decision thresholds on the cross-validated predictions;
 `GateModel.save/load` keep it as coefficients in .npz plus JSON metadata (never pickle), bound to the
 embedder that produced the vectors. It does not apply rules or read history (the Gate in gate/__init__.py does).
@@ -24,7 +24,7 @@ from tutor.errors import TutorError
 DATA_DIR = Path(__file__).resolve().parent / "data"
 EXAMPLES = DATA_DIR / "train.jsonl"
 CLASSES = ("on_topic", "chitchat", "other_subject", "harm", "self_harm", "harassment", "personal_data",
-           "cheating", "prompt_injection")  # fmt: skip
+           "cheating", "prompt_injection", "disinformation")  # fmt: skip
 UNSAFE = CLASSES[3:]
 Label = Literal["on_topic", "off_topic", "unsafe"]
 LABELS: dict[str, Label] = {
@@ -202,7 +202,7 @@ def _tune(probs: np.ndarray, examples: Sequence[Example], decide: Decide) -> tup
     """Thresholds maximising balanced accuracy over the three labels with at most 2% false refusals."""
     best: tuple[dict[str, float], float] = ({"unsafe": 0.5, "on_topic": 0.5}, -1.0)
     for unsafe in (0.5, 0.6, 0.7, 0.8, 0.9):
-        for on_topic in (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5):
+        for on_topic in (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5):
             thresholds = {"unsafe": unsafe, "on_topic": on_topic}
             figures = _figures(examples, [decide(probs[i], i, thresholds) for i in range(len(examples))])
             score = (

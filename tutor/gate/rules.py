@@ -47,6 +47,8 @@ _ASKS_ABOUT = _rx(
     r"previene|"
     r"prevenir|mitig\w*|defend\w*|protect\w*|prevent\w*|stop)\b",
     r"\b(red teaming|guardrails?|salvaguardas?)\b",
+    r"\b(es|is it|seria|would it be|est-ce|c'est|e|sarebbe|ist es)\s+(etico|ethical|ethique|etica|legal|plagio|"
+    r"plagiarism|plagiat|trampa|cheating|tricher|batota|betrug)\b",
 )
 # ... or that is about AI systems themselves ("¿por qué ChatGPT no explica cómo hacer armas?").
 _AI_TOPIC = _rx(
@@ -61,6 +63,62 @@ _PRONOUN = (
     r"(tu|tus|your|ton|tes|teu|teus|tuas|sua|suas|seu|seus|il tuo|le tue|tuo|tue|dein|deine|deinen|el teu|"
     r"les teves|teves)"
 )
+# Issue 19: role-play (a late relative "who used to tell me how…", a persona without rules, a story's character
+# explaining how…); asking (verb first, or with its pronoun) for fake news or reviews; classmates' marks, contacts.
+# fmt: off
+_PRETEND = (r"(finge|finja|fingi|haz de cuenta|hazte pasar|haz como si|pretend|act as|actua como|imagin[ae]|"
+    r"fais semblant|fais comme si|joue le role|faz de conta|fes veure|fes com si|fai finta|tu so,? als|"
+    r"stell dir vor)")
+_DEAD = r"(muert[oa]|fallecid[oa]|difunt[oa]|que ya no esta|late|dead|deceased|falecid[oa]|mort[oa]?|verstorben\w*)"
+_RELATIVE = (r"(abuel\w*|grand[mp]\w*|grandad|granny|grand-[mp]ere|avo|avos|avi|avia|nonn[oa]|oma|opa|tio|tia|uncle|"
+    r"aunt|tante|onkel|zio|zia)")
+_USED_TO_TELL = (r"(contaba|explicaba|leia|decia|ensenaba|used to|would (tell|read)|me contava|me explicava|me lia|"
+    r"racontait|expliquait|lisait|raccontava|spiegava|leggeva|m'explicava|em llegia|explicava|(erklart|erzahlt|"
+    r"vorgelesen) hat|erklarte|erzahlte)")
+_YOU_ARE = r"(eres|seras|you are|you'?re|you will be|tu es|tu seras|sei|sarai|ets|du bist|bist du|voce e|agora es)"
+_NO_RULES = (r"(sin|with no|without|no|sans|sem|senza|ohne|sense|que no)\b.{0,30}\b(normas?|reglas?|limites?|"
+    r"limits?|restricci\w*|restriction\w*|filtros?|filters?|censura|censorship|guidelines|rules|regras|restricoes|"
+    r"regles|normes|regole|limiti|restrizioni|filtri|regeln|grenzen|einschrankungen|escrupulos)")
+_STORY = (r"(historia|relato|cuento|novela|guion|escena|story|novel|screenplay|script|fiction\w*|histoire|roman|"
+    r"recit|conto|romance|guiao|conte|racconto|storia|romanzo|sceneggiatura|geschichte|drehbuch|erzahlung)")
+_CHARACTER = (r"(personaje|protagonista|villano|heroe|character|villain|hero|protagonist|personnage|heros|mechant|"
+    r"personagem|vilao|personatge|heroi|personaggio|cattivo|eroe|figur|bosewicht|held)")
+_EXPLAINS_HOW = (r"(explica|describe|ensena|detalla|explain|teach|show|explique|decrit|montre|ensina|mostra|ensenya|"
+    r"spiega|descrive|insegna|erklart|beschreibt|zeigt)\w*\b.{0,40}\b(como|how|comment|come|wie|com)\b.{0,25}\b(fabric|"
+    r"constru|build|make|hace|hacer|faz|fer|faire|sintetiz|synthes|cocin|cook|hack|pirat|robar|steal|entrar|break|forz|"
+    r"crack|knack|voler|rubare|roubar|herstell|bauen|stehl|montar|envenen|poison|matar|kill|evad|bypass|falsific)\w*")
+_ASK_TO = (r"(?:(?:^|[¿?¡!.;:,]\s*)(?:(?:porfa|por favor|please|pls|oye|hey|ahora|now|bitte|s'il te plait|"
+    r"per favore|si us plau|puedes|podrias|me puedes|quiero que|necesito que|can you|could you|would you|i (want|"
+    r"need) you to|tu peux|peux-tu|pourrais-tu|podes|voce pode|puoi|potresti|kannst du|pots|"
+    r"podries)\s+)?(?:me\s+)?(?:escribe|escribas|redacta|redactes|genera|generes|crea|crees|inventa|inventes|haz|"
+    r"hagas|fabrica|dame|write|generate|create|make|produce|mass[- ]produce|churn out|draft|give me|come up with|"
+    r"ecris|redige|genere|cree|invente|fais|donne|escreve|escreva|gera|gere|cria|crie|faz|faca|escriu|fes|scrivi|"
+    r"redigi|fai|schreibe?|erstellen?|generiere|verfasse|erfinde|mach|gib)|\b(?:escribeme|generame|creame|hazme|"
+    r"inventate|inventame|redactame|fabricame|write me|make me|ecris-moi|fais-moi|escreve-me|cria-me|faz-me|gera-me|"
+    r"escriu-me|fes-me|genera'm|crea'm|inventa't|scrivimi|creami|generami|fammi|inventami|schreib mir|erstell mir|"
+    r"mach mir))\b")
+_FAKE = (r"(noticias? (falsas?|inventadas?)|bulos?|fake[- ]?news|fake (articles?|stor(y|ies)|reviews?|testimonials?|"
+    r"posts?|tweets?|accounts?|profiles?|press release|comments?)|false (news|stor(y|ies)|reviews?)|"
+    r"made[- ]up (news|stor(y|ies)|reviews?|statistics|data)|propaganda (politica|electoral|sobre|contra|a favor|"
+    r"about|against|for|with|con|avec|com|amb|mit|fur|uber)|campa\w* de desinformac\w*|disinformation campaign|"
+    r"resenas? (falsas?|inventadas?)|(opiniones|valoraciones) (falsas|inventadas)|(comentarios|testimonios) (falsos|"
+    r"inventados)|perfiles falsos|cuentas falsas|comunicado falso|articulo (falso|inventado)|"
+    r"estadisticas inventadas|datos (falsos|inventados)|fausses? (nouvelles|infos?|informations|critiques)|"
+    r"faux (avis|articles?|comptes|profils|communique|temoignages)|chiffres inventes|avaliacoes falsas|"
+    r"perfis falsos|contas falsas|dados inventados|noticies falses|ressenyes falses|comptes falsos|dades inventades|"
+    r"notizie? false?|recensioni false|account falsi|profili (falsi|finti)|statistiche inventate|falschmeldung\w*|"
+    r"fake-accounts?|gefalscht\w* \w*(bewertung|nachricht|artikel|profil)\w*|erfundene\w* (zahlen|nachrichten|"
+    r"artikel))")
+_GRADE = r"(notas?|calificacion\w*|grades?|marks?|scores?|notes?|voti|voto|noten)"
+_PEER = (r"(companer\w*|classmates?|companys?|companyes?|compagn\w*|camarades?|colegas?|kommiliton\w*|mitschuler\w*|"
+    r"mitstudierend\w*|alumn\w*|estudiantes|students|etudiants?|alunos?|studenti|studentess\w*|studierend\w*|(de|of|"
+    r"da|della|de la) (mi|my|ma|minha|mia|meva) (clase|class|classe|turma|promo|grupo|group|groupe|gruppo))")
+_STAFF = r"(profesor\w*|profe|profa|teacher\w*|professor\w*|professeur\w*|prof|docente\w*|dozent\w*|lehrer\w*)"
+_CONTACT = (r"(telefono|movil|whatsapp|email|e-mail|correo|mail|phone( number)?|cell|mobile|address|direccion|"
+    r"domicilio|adresse|endereco|morada|indirizzo|adreca|telemovel|telefone|cellulare|handynummer|telefonnummer|"
+    r"instagram|contacto|contact details)")
+# fmt: on
+
 _RULES_TEXT: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
     (
         "self_harm",
@@ -161,6 +219,17 @@ _RULES_TEXT: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
     ),
     (
         "prompt_injection",
+        "role-play framing",
+        (
+            rf"^(?=.*\b({_PRETEND}|{_DEAD})\b).*\b{_RELATIVE}\b.{{0,100}}\b{_USED_TO_TELL}\b",
+            rf"\b{_YOU_ARE}\b.{{0,50}}\b(ia|ai|modelo|model|asistente|assistant|chatbot|bot|ki|personaje|character|"
+            rf"personnage|personaggio|hacker|version)\b.{{0,40}}\b{_NO_RULES}\b",
+            rf"\b{_STORY}\b.{{0,100}}\b{_CHARACTER}\b.{{0,80}}\b{_EXPLAINS_HOW}\b",
+        ),
+        "asks",
+    ),
+    (
+        "prompt_injection",
         "injected system markup",
         (
             r"</?\s*(system|sistema|user|usuario|instructions|fin_de_pregunta|pregunta)\s*>",
@@ -223,6 +292,13 @@ _RULES_TEXT: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
             r"\b(faz a minha prova|fais mon examen|fes-me l'examen|fammi tu l'esame|schreib meine prufung|"
             r"je suis en plein examen|estou no meio do (exame|prova)|estic fent l'examen|sto facendo l'esame|"
             r"gerade in der (klausur|prufung))",
+            r"\b(entreg|present|subo|hand|turn|submit|rend|remet|lliur|consegn|abgeb|geb|einreich|"
+            r"firm)\w*\b.{0,50}\b(como (si fuera |se fosse )?(mio|mia|propi[oa]|nuestro|meu|minha)|(con|a) mi nombre|"
+            r"as (mine|my own|ours|our own)|under my name|comme (le mien|la mienne)|sous mon nom|com o meu nome|"
+            r"com (si fos |a )(meu|meva)|amb el meu nom|come (mio|mia|se fosse mio)|a mio nome|col mio nome|"
+            r"als (meine?n?) eigene\w*|unter meinem namen)",
+            r"\b(write|do|solve|complete|finish)\s+(my|the|our)\s+((whole|entire|graded|take[- ]home)\s+)+(\w+\s+)?"
+            r"(exam|test|quiz|essay|assignment|homework|report|paper|coursework|project|thesis|dissertation)",
         ),
         "asks",
     ),
@@ -241,6 +317,22 @@ _RULES_TEXT: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
             r"instagram|novi\w*|ex|account|namorad\w*)",
             r"\b(rastrea\w*|localiza\w*|track|localise|rastreia)\b.{0,30}\b(movil|telefono|phone|ubicacion|"
             r"location|telephone)\b",
+            rf"\b{_GRADE}\s+(de|del|of|d'|des|da|do|dos|das|di|della|dei|delle|von|der|meiner|aller|dels)\b.{{0,25}}"
+            rf"\b{_PEER}\b",
+            rf"\b(que|cuanto|what|which|quelle|quel|qual|quanto|quin|quina|che|welche)\s+{_GRADE}\b.{{0,60}}\b{_PEER}\b",
+            rf"\b{_CONTACT}\s+(personal\w*\s+|privad\w*\s+|private\s+|de casa\s+)?(de|del|of|d'|da|do|di|della|dello|"
+            rf"von|der|des|meiner|meines|unserer|unseres|de la|dels)\b.{{0,25}}\b({_PEER}|{_STAFF})\b",
+        ),
+        "asks+ai",
+    ),
+    (
+        "disinformation",
+        "fake news, fake reviews, propaganda, fake voices",
+        (
+            rf"{_ASK_TO}.{{0,80}}\b{_FAKE}",
+            r"\b(para que parezca|para parecer|so (that )?it (looks|seems)|to make it (look|seem)|pour faire croire|"
+            r"pra parecer|per far sembrare|damit es (so )?aussieht|perque sembli)\b.{0,20}\b(que )?(mucha gente|"
+            r"todo el|lots of|many people|everyone|the whole|tout le monde|beaucoup|muita gente|tutti|molta gent|alle)",
         ),
         "asks+ai",
     ),
