@@ -540,7 +540,11 @@ def cmd_model_check(args: argparse.Namespace, settings) -> int:
     start = time.perf_counter()
     model = load_chat_model(settings)
     loaded = time.perf_counter()
-    print(f"Modelo cargado en {loaded - start:.2f} s ({model.info().name}, estilo {model.style}).")
+    info = model.info()
+    print(f"Modelo cargado en {loaded - start:.2f} s ({info.name}, estilo {model.style}).")
+    if info.repack is not None:
+        print(f"Generación {info.engine}; reempaquetado de pesos: {'sí' if info.repack else 'no'} "
+              f"({info.repack_reason}).")  # fmt: skip
     first = end = loaded
     pieces: list[str] = []
     for delta in model.stream(check_prompt(model.style), max_tokens=args.max_tokens):
