@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import json
 import os
 import shutil
 import struct
@@ -290,9 +291,13 @@ def test_model_info_and_check_on_the_command_line(model_data_dir: Path, smollm_p
     info = run_tutor("model", "info", data_dir=model_data_dir)
     assert info.returncode == 0, info.stderr
     assert "gemma3" in info.stdout and "completion" in info.stdout and "incluido" in info.stdout
+    assert "proceso aparte" in info.stdout and "reempaquetado:" in info.stdout and "AVX" in info.stdout
+    as_json = json.loads(run_tutor("model", "info", "--json", data_dir=model_data_dir).stdout)
+    assert as_json["repack"] in (True, False) and as_json["repack_reason"] and "AVX2" in as_json["cpu_features"]
+    assert as_json["problem"] == "", "this machine's build suits its CPU"
     check = run_tutor("--gguf", str(smollm_path), "model", "check", "--max-tokens", "8", data_dir=model_data_dir)
     assert check.returncode == 0, check.stderr
-    assert "tokens/s" in check.stdout and "estilo chat" in check.stdout
+    assert "tokens/s" in check.stdout and "estilo chat" in check.stdout and "reempaquetado de pesos" in check.stdout
     missing = run_tutor("--gguf", "/no/such/model.gguf", "model", "check", data_dir=model_data_dir)
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
     assert missing.stderr.count("\n") == 1 and "/no/such/model.gguf" in missing.stderr

@@ -171,6 +171,7 @@ def test_a_file_the_engine_cannot_load_is_reported_not_crashed(tmp_path: Path) -
     with pytest.raises(LoadFailed, match="does not exist"):
         engine.wait_ready()
     assert engine.dead and engine.process.returncode is not None
+    assert isinstance(engine.log_tail(), str), "still readable after the stop: chat.py logs it"
 
 
 def test_a_death_by_signal_is_named_and_an_illegal_instruction_says_how_to_rebuild() -> None:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 
-from tutor.cpu import CpuReport, Repack
+from tutor.cpu import REBUILD, CpuReport, Repack
 from tutor.engine import Engine, GenerationFailed, LoadFailed, exiting
 from tutor.errors import EngineCrashed, ModelError, PromptTooLong, TutorError, UnsupportedModel
 from tutor.gguf_file import GGUFHeader, preflight
@@ -104,9 +104,10 @@ class LlamaCppModel:
     """llama.cpp via llama-cpp-python, generating in an engine process (engine.py) that may crash.
 
     The parent keeps a vocabulary-only `Llama` (no weights, about 0.5 s and 90 MiB with Gemma) to
-    count tokens and render the chat template, so planning never waits for the engine; the engine
-    gets token ids. One generation at a time behind a lock, callers queue in arrival order. A crash
-    of the engine ends that generation with EngineCrashed and a new engine is started at once.
+    count tokens and render the chat template, so planning never waits for a generation (its
+    tokenizer is about 1.6x slower than the full model's: docs/load.md); the engine gets token ids.
+    One generation at a time behind a lock, callers queue in arrival order. A crash of the engine
+    ends that generation with EngineCrashed and a new engine is started at once.
     """
 
     def __init__(
@@ -147,7 +148,8 @@ class LlamaCppModel:
         try:
             report = engine.wait_report()
         except EngineCrashed as exc:
-            raise ModelError(f"El motor llama.cpp no arrancó: terminó con {exc.how}.") from exc
+            fix = "" if REBUILD in exc.how else f" Reinstale llama-cpp-python: {REBUILD}"
+            raise ModelError(f"El motor llama.cpp no arrancó: terminó con {exc.how}.{fix}") from exc
         if report.missing:
             engine.stop()
             raise ModelError(report.mismatch_message())

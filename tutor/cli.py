@@ -523,7 +523,7 @@ def cmd_model_info(args: argparse.Namespace, settings) -> int:
 
     from tutor.models import describe, info_rows
 
-    info = describe(settings)  # reads the file header only: nothing is loaded
+    info = describe(settings)  # the file header, and a short-lived engine for the CPU: no model is loaded
     if args.json:
         print(json.dumps(asdict(info), ensure_ascii=False))
         return 0

@@ -67,7 +67,7 @@ class Engine:
         self.loaded: dict[str, Any] | None = None
         self.dead = False
         _LIVE.add(self)
-        weakref.finalize(self, _stop, self.process, self._conn, self._log).atexit = False
+        weakref.finalize(self, _stop, self.process, self._conn).atexit = False  # the log closes with self
 
     @property
     def pid(self) -> int:
@@ -132,8 +132,9 @@ class Engine:
         return data.decode("utf-8", "replace").strip()
 
     def stop(self) -> None:
+        """End the process; its log stays readable until this object goes."""
         self.dead = True
-        _stop(self.process, self._conn, self._log)
+        _stop(self.process, self._conn)
 
     def _cancel(self) -> None:
         try:
@@ -179,7 +180,7 @@ def exiting() -> bool:
     return _EXITING
 
 
-def _stop(process: subprocess.Popen[bytes], conn: Connection, log: IO[bytes]) -> None:
+def _stop(process: subprocess.Popen[bytes], conn: Connection) -> None:
     conn.close()
     if process.poll() is None:
         process.terminate()  # nothing to save: the engine holds no state but its KV cache
@@ -188,7 +189,6 @@ def _stop(process: subprocess.Popen[bytes], conn: Connection, log: IO[bytes]) ->
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-    log.close()
 
 
 @atexit.register

