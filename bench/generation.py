@@ -1,12 +1,17 @@
 """Generation benchmark: raw llama-cpp-python against the tutor's engine, prefix reuse, peak RSS.
 
-    .venv/bin/python bench/generation.py [--gguf PATH] [--threads 1] [--max-tokens 128] [--json]
+    .venv/bin/python bench/generation.py [--gguf PATH] [--threads 1] [--max-tokens 128] [--repack auto|on|off] [--json]
 
 Same prompt (about 1,000 tokens of course text plus a question), same model, same threads, greedy.
 Raw and tutor runs alternate, each with a different first line so neither reuses a cached prefix;
 figures are medians of --reps runs. Prompt tokens/s is prompt tokens / time to first token; generation
-tokens/s counts streamed pieces (one per token) after the first. It asserts nothing (shared, noisy
-machines). Targets from issue 3: tutor/raw generation >= 0.95; warm TTFT at most a fifth of cold.
+tokens/s counts streamed pieces (one per token) after the first. The raw Llama runs in this process
+with llama-cpp-python's defaults (weight repacking on); the tutor's engine runs in its own process
+(tutor/engine.py) with repacking as --repack says, so `--repack off` measures what turning it off
+costs against a same-run control. Also: the engine's start (spawn + load, and the parent's
+vocabulary-only Llama), count_tokens on the prompt (planning's cost), and peak RSS of both processes.
+It asserts nothing (shared, noisy machines). Targets from issue 3: tutor/raw generation >= 0.95; warm
+TTFT at most a fifth of cold.
 """
 
 from __future__ import annotations
@@ -96,6 +101,16 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
+def hwm_mib(pid: int | None) -> float:
+    """Peak RSS (VmHWM) of another process, 0 when unknown."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except (OSError, TypeError):
+        return 0.0
+    line = next((line for line in status.splitlines() if line.startswith("VmHWM:")), "VmHWM: 0 kB")
+    return int(line.split()[1]) / 1024
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gguf", type=Path, default=None, help="default: the packaged Gemma 3 270M")
@@ -104,13 +119,22 @@ def main() -> None:
     parser.add_argument("--context-tokens", type=int, default=1000)
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--repack", choices=["auto", "on", "off"], default="auto", help="the engine's weight repacking")
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
     args = parser.parse_args()
     path, _ = model_file(Settings(gguf=args.gguf))
     params = dict(n_ctx=args.n_ctx, n_threads=args.threads, n_threads_batch=args.threads, seed=42)
 
-    engine = LlamaCppModel(path, **params)  # type: ignore[arg-type]
+    started = time.perf_counter()
+    engine = LlamaCppModel(path, repack=args.repack, **params)  # type: ignore[arg-type]
+    start_s = time.perf_counter() - started
     context = course_text(engine, args.context_tokens)
+    counted = build(engine.style, 0, context, QUESTIONS[0])
+    count_runs = []
+    for _ in range(20):
+        t0 = time.perf_counter()
+        engine.count_tokens(counted)
+        count_runs.append(time.perf_counter() - t0)
     # Cold vs warm: the first question on a new prefix, then a second question on the same prefix.
     cold, warm = [], []
     for rep in range(args.reps):
@@ -118,7 +142,7 @@ def main() -> None:
         for question, into in zip(QUESTIONS, (cold, warm)):
             prompt = build(engine.style, session, context, question)
             into.append(timed(engine.stream(prompt, max_tokens=8), engine.count_tokens(prompt))["ttft_s"])
-    rss_engine = peak_rss_mib()
+    rss_parent = peak_rss_mib()
 
     from llama_cpp import Llama
 
@@ -138,7 +162,12 @@ def main() -> None:
         "ratio_gen_tps": round(mine["gen_tps"] / raw["gen_tps"], 3) if raw["gen_tps"] else None,
         "ttft_cold_s": round(statistics.median(cold), 3),
         "ttft_warm_s": round(statistics.median(warm), 3),
-        "peak_rss_mib": round(rss_engine, 1),
+        "peak_rss_mib": round(rss_parent + hwm_mib(engine.engine_pid), 1),  # both processes of the tutor
+        "peak_rss_parent_mib": round(rss_parent, 1),
+        "peak_rss_engine_mib": round(hwm_mib(engine.engine_pid), 1),
+        "engine_start_s": round(start_s, 2),
+        "count_tokens_ms": round(statistics.median(count_runs) * 1000, 2),
+        "repack": engine.info().repack,
     }
     if args.json:
         print(json.dumps(result))
@@ -164,8 +193,14 @@ def main() -> None:
         f"warm {result['ttft_warm_s']:.3f} s (warm/cold {ratio:.3f}; target <= 0.2)"
     )
     print(
-        f"peak RSS: {rss_engine:.0f} MiB with the tutor engine alone; {peak_rss_mib():.0f} MiB once the raw "
-        "Llama is loaded beside it"
+        f"engine: ready {result['engine_start_s']:.2f} s after LlamaCppModel() (process start, weights, the "
+        f"parent's vocabulary), repacking {'on' if result['repack'] else 'off'}; count_tokens on the prompt "
+        f"{result['count_tokens_ms']:.2f} ms"
+    )
+    print(
+        f"peak RSS: {result['peak_rss_parent_mib']:.0f} MiB tutor process (before the raw Llama) + "
+        f"{result['peak_rss_engine_mib']:.0f} MiB engine process; {peak_rss_mib():.0f} MiB this process once "
+        "the raw Llama is loaded beside it"
     )
 
 

@@ -306,6 +306,81 @@ def test_a_second_app_or_an_ingest_on_the_same_folder_is_refused(app, app_env) -
     assert app.proc.poll() is None
 
 
+def engine_of(pid: int) -> int:
+    """The pid of the engine process (`python -m tutor.engine`) among the children of `pid`."""
+    children = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        children += Path(f"/proc/{pid}/task/{task}/children").read_text().split()
+    engines = [int(c) for c in children if b"tutor.engine" in Path(f"/proc/{c}/cmdline").read_bytes()]
+    assert len(engines) == 1, (pid, children)
+    return engines[0]
+
+
+def cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def segfault_while_generating(pid: int) -> int:
+    """SIGSEGV to `pid`'s engine once it is busy (it used CPU since now: an idle engine uses none)."""
+    engine = engine_of(pid)
+    start = cpu_ticks(engine)
+    deadline = time.monotonic() + 60
+    while cpu_ticks(engine) < start + 5 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.kill(engine, signal.SIGSEGV)
+    return engine
+
+
+def crash_notice(language: str = "es") -> str:
+    from tutor.prompts import PromptLibrary
+
+    return PromptLibrary(REPO / "prompts").reply("engine_crashed", language)
+
+
+def test_the_served_app_survives_a_segfault_of_its_engine(app) -> None:
+    """The student being answered reads the course with a notice; the app, and the next answer, go on."""
+    from gradio_client import Client
+
+    client = Client(app.url, verbose=False)
+    job = client.submit(QUESTION, "explain", [], api_name="/chat")
+    deadline = time.monotonic() + 120
+    while not job.outputs() and time.monotonic() < deadline:  # the course's sentences come first
+        time.sleep(0.02)
+    killed = segfault_while_generating(app.proc.pid)
+    text, turns = job.result(timeout=120)
+    assert crash_notice() in text and "§3.3.3" in text, text
+    assert turns[-1]["role"] == "assistant" and app.proc.poll() is None, "the app is still serving"
+    text, turns = client.predict("¿qué es RAG?", "explain", turns, api_name="/chat")
+    assert "§4.3.1" in text and crash_notice() not in text
+    assert engine_of(app.proc.pid) != killed, "a new engine answered"
+    assert "Traceback" not in app.output()
+
+
+def test_tutor_chat_survives_a_segfault_of_its_engine(app_env) -> None:
+    env, _ = app_env
+    chat = subprocess.Popen([sys.executable, "-m", "tutor", "chat"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)  # fmt: skip
+    try:
+        assert chat.stdin is not None and chat.stdout is not None
+        chat.stdin.write(QUESTION + "\n")
+        chat.stdin.flush()
+        out = ""
+        while "(buscando en el curso" not in out:  # the model runs after this line
+            assert chat.poll() is None
+            out += chat.stdout.readline()
+        segfault_while_generating(chat.pid)
+        rest, err = chat.communicate("¿qué es RAG?\n", timeout=240)  # then end of input: the chat ends
+    finally:
+        chat.kill()
+    assert chat.returncode == 0, err
+    out += rest
+    _, crashed, after = out.split("(buscando en el curso…)")
+    assert crash_notice() in crashed and "§3.3.3" in crashed, out  # the course's sentences, and why
+    assert "§4.3.1" in after and crash_notice() not in after, out
+    assert "Traceback" not in err and "Segmentation fault" not in err, err
+
+
 def leftovers(folder: Path) -> list[str]:
     """Half-written files: temporary names of the tutor's atomic writes, and SQLite's rollback journals."""
     patterns = ("*.tmp", ".manifest-*", ".assembling-*", "*-journal", "*.partial")

@@ -23,9 +23,7 @@ REASONS = {
     "app/store.py": (450, "the SQLite schema, its migrations, the lock/full-disk retries and the analytics queries"),
 }  # fmt: skip
 FUNCTION_LIMIT = 60
-FUNCTION_REASONS = {
-    "chat.py:LlamaCppModel.__init__": (70, "being rewritten with the generation engine (issue 14), which splits it"),
-}
+FUNCTION_REASONS: dict[str, tuple[int, str]] = {}
 
 
 def _files() -> dict[str, Path]:

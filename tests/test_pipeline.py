@@ -112,9 +112,31 @@ def test_the_packaged_model_never_adds_a_general_answer(settings, course_index, 
 LORA = "What is LoRA and how does it cut the number of trainable parameters?"
 
 
-def test_a_weak_chat_models_general_answer_is_not_shown(settings, course_index, smollm) -> None:
-    """The real path with the only chat GGUF here: SmolLM2 135M answers this Spanish prompt in broken
-    Spanish, so its text is rejected (wrong language) and the student reads only the course's reply."""
+# What SmolLM2 135M answered (greedy, on the team's AMD EPYC) to LORA's general-answer prompt, whose
+# instructions are Spanish. Another CPU's greedy run may write other words: the test of the rejection
+# replays these, and the real model is held only to what must hold whatever it writes.
+SMOLLM_LORA = (
+    "LoRa es el lenguaje de la que se encuentra en el curso. El lenguaje de loRa es un lenguaje de la que se "
+    "encuenta en el curso, por lo que está más alredecido para todo el mundo"
+)
+
+
+def test_a_weak_chat_models_general_answer_is_not_shown(settings, course_index) -> None:
+    """A general answer in the wrong language (SmolLM2's broken Spanish to an English question) is
+    rejected, and the student reads only the course's reply."""
+    tutor = make(settings.model_copy(update={"general_answers": True}), course_index,
+                 EchoModel(style="chat", reply=SMOLLM_LORA))  # fmt: skip
+    replies = list(tutor.answer(tutor.plan(LORA)))
+    assert len(replies) == 2 and replies[0].text == replies[-1].text
+    answer = replies[-1].answer
+    assert answer.generated and answer.general == "" and answer.removed[0][1] == "language"
+    assert "Outside the course" not in replies[-1].text and "§" in replies[-1].text
+
+
+def test_the_real_chat_model_runs_for_a_general_answer_and_the_course_reply_stays(settings, course_index,
+                                                                                   smollm) -> None:  # fmt: skip
+    """The real path with the only chat GGUF here, whatever it writes: the course's reply first and
+    kept; its text shown only marked as outside the course, and only in the student's language."""
     off = make(settings, course_index, smollm).plan(LORA)
     assert off.kind == "not_in_course" and off.prompt is None, "off by default"
     tutor = make(settings.model_copy(update={"general_answers": True, "max_tokens": 64}), course_index, smollm)
@@ -122,10 +144,12 @@ def test_a_weak_chat_models_general_answer_is_not_shown(settings, course_index, 
     assert (plan.language, plan.kind) == ("en", "not_in_course")
     assert isinstance(plan.prompt, ChatPrompt) and LORA in plan.prompt.messages[-1].content
     replies = list(tutor.answer(plan))
-    assert len(replies) == 2 and replies[0].text == replies[-1].text
-    answer = replies[-1].answer
-    assert answer.generated and answer.general == "" and answer.removed[0][1] == "language"
-    assert "Outside the course" not in replies[-1].text and "§" in replies[-1].text
+    text, answer = replies[-1].text, replies[-1].answer
+    assert replies[0].text.startswith(plan.reply) and answer.text == plan.reply and answer.generated
+    if answer.general:  # kept: so it passed the language and echo checks
+        assert text.index(plan.reply) < text.index("**Outside the course")
+    else:
+        assert answer.removed and "Outside the course" not in text
 
 
 def test_a_capable_models_general_answer_is_shown_marked_outside_the_course(settings, course_index) -> None:
@@ -262,11 +286,32 @@ def test_no_shown_answer_carries_a_number_absent_from_its_passages(tutor) -> Non
         assert not unsupported_numbers(answer.text, sources), (item.id, answer.text)
 
 
-def test_a_definition_of_something_the_course_never_names_is_not_shown(tutor) -> None:
-    """The gate passes "beam search" (no capitals, close to the course's text generation); the packaged
-    model then defines it from the passage it got. The student reads the course, and is told why."""
-    replies, answer = run(tutor, "q es el beam search al generar texto?")
-    assert "beam search" in answer.generated.lower(), "the model still answers about beam search"
+# What greedy Gemma 270M wrote (max_tokens 48, on the team's AMD EPYC) for BEAM_SEARCH: a definition
+# of a term the course never uses. Greedy output differs between CPUs (another one wrote other words),
+# so the check that such a definition is not shown replays this text through a fake.
+BEAM_SEARCH = "q es el beam search al generar texto?"
+GEMMA_BEAM_SEARCH = (
+    " El beam search es un método de ajuste que se utiliza para generar texto con una mayor precisión y "
+    "coherencia.\nEl objetivo principal del beam search es ajustar el contenido de la entrada a medida que se va "
+    "generando texto."
+)
+
+
+def test_a_definition_of_something_the_course_never_names_is_not_shown(settings, course_index) -> None:
+    """The gate passes "beam search" (no capitals, close to the course's text generation); a model that
+    then defines it from the passage it got is not shown: the student reads the course, and is told why."""
+    tutor = make(settings, course_index, EchoModel(reply=GEMMA_BEAM_SEARCH))
+    replies, answer = run(tutor, BEAM_SEARCH)
+    assert "beam search" in answer.generated.lower(), "the model answered about beam search"
     assert answer.fallback == "extractive" and not answer.verified
     assert answer.notice == tutor.prompts.reply("not_named", "es", term="beam search")
     assert "beam search" not in answer.text.lower() and "§" in replies[-1].text
+
+
+def test_the_packaged_model_on_a_term_the_course_never_names(tutor) -> None:
+    """The real Gemma on the same question, whatever it writes: it runs, the reply cites the course, and
+    a reply quoted from the course says why."""
+    replies, answer = run(tutor, BEAM_SEARCH)
+    assert answer.generated, "the packaged model ran"
+    assert "§" in replies[-1].text and answer.citations
+    assert answer.verified or (answer.fallback == "extractive" and answer.notice)

@@ -1,10 +1,13 @@
 """Generation: the ChatModel seam, the llama.cpp backend, the prompt fitter, and a fake.
 
 Input: a prepared ChatPrompt (a model with a chat template) or TextPrompt (a base model); output: the
-reply as text deltas, streamed. One llama.cpp context per model and one generation at a time behind
-a lock; closing the stream stops generation and frees the model. Consecutive prompts that share
-their opening reuse llama.cpp's KV cache of that prefix (no saved states: 512 MiB each with Gemma).
-It does not build prompts (the prompt layer does) nor judge the answer (verification does).
+reply as text deltas, streamed. `LlamaCppModel` tokenizes here and generates in an engine process of
+its own (engine.py): a crash in llama.cpp (a segfault, an abort, the OOM killer) ends that one reply
+with EngineCrashed, the pipeline answers it from the course, and a new engine starts at once. One
+generation at a time behind a lock; closing the stream stops generation at the next token.
+Consecutive prompts that share their opening reuse the engine's KV cache of that prefix (no saved
+states: 512 MiB each with Gemma). It does not build prompts (the prompt layer does) nor judge the
+answer (verification does).
 """
 
 from __future__ import annotations
@@ -19,13 +22,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 
-from tutor.errors import ModelError, PromptTooLong, UnsupportedModel
+from tutor.cpu import REBUILD, CpuReport, Repack
+from tutor.engine import Engine, GenerationFailed, LoadFailed, exiting
+from tutor.errors import EngineCrashed, ModelError, PromptTooLong, TutorError, UnsupportedModel
 from tutor.gguf_file import GGUFHeader, preflight
 from tutor.types import ChatPrompt, TextPrompt
 
 Prompt = ChatPrompt | TextPrompt
 Style = Literal["chat", "completion"]
 T = TypeVar("T")
+ENGINE = "en un proceso aparte: si llama.cpp falla, el tutor responde con el curso y lo reinicia"
 log = logging.getLogger("tutor")
 
 
@@ -44,6 +50,12 @@ class ModelInfo:
     context_length: int | None = None  # what the model was trained for; n_ctx is what we allocate
     n_threads: int | None = None
     n_threads_batch: int | None = None
+    cpu: str = ""  # the CPU's model name
+    cpu_features: tuple[str, ...] = ()  # what the llama.cpp build uses (its system info)
+    repack: bool | None = None  # llama.cpp may repack the weights for this CPU (use_extra_bufts)
+    repack_reason: str = ""
+    engine: str = ""  # where generation runs (llama.cpp: in a process of its own)
+    problem: str = ""  # what keeps the engine from running on this machine (a build for another CPU)
 
 
 class ChatModel(Protocol):
@@ -89,7 +101,14 @@ def fit_prompt(
 
 
 class LlamaCppModel:
-    """llama.cpp via llama-cpp-python: one context, one generation at a time. Does not build prompts."""
+    """llama.cpp via llama-cpp-python, generating in an engine process (engine.py) that may crash.
+
+    The parent keeps a vocabulary-only `Llama` (no weights, about 0.5 s and 90 MiB with Gemma) to
+    count tokens and render the chat template, so planning never waits for a generation (its
+    tokenizer is about 1.6x slower than the full model's: docs/load.md); the engine gets token ids.
+    One generation at a time behind a lock, callers queue in arrival order. A crash of the engine
+    ends that generation with EngineCrashed and a new engine is started at once.
+    """
 
     def __init__(
         self,
@@ -105,57 +124,80 @@ class LlamaCppModel:
         stop: Sequence[str] = (),
         style: Literal["auto", "chat", "completion"] = "auto",
         packaged: bool = False,
+        repack: Repack = "auto",
     ) -> None:
         header = preflight(path, n_ctx=n_ctx)  # clear errors before llama.cpp sees a bad file
         self.style: Style = choose_style(style, header)
         self.n_ctx = n_ctx
-        self._header, self._packaged = header, packaged
-        self._temperature, self._top_p, self._repeat_penalty = temperature, top_p, repeat_penalty
+        self._path, self._header, self._packaged = path, header, packaged
+        self._sampling = {"temperature": temperature, "top_p": top_p, "repeat_penalty": repeat_penalty}
         self._stop = list(stop)
+        self._config = {"path": str(path), "n_ctx": n_ctx, "n_threads": n_threads,
+                        "n_threads_batch": n_threads_batch, "seed": seed, "repack": repack}  # fmt: skip
+        self._lock = threading.Lock()  # one generation at a time: the engine serves one request
+        self._counter_lock = threading.Lock()
+        self._waiting = 0
+        self._engine: Engine | None = Engine(self._config)
+        self._report = self._checked_build(self._engine)
+        self._vocab = self._load_vocab()  # while the engine loads the weights
+        self._loaded = self._ready(self._engine)
+        self._formatter, self._eos = self._chat_formatter()
+
+    def _checked_build(self, engine: Engine) -> CpuReport:
+        """The engine's CPU report; a build for another CPU is refused before this process imports it."""
+        try:
+            report = engine.wait_report()
+        except EngineCrashed as exc:
+            fix = "" if REBUILD in exc.how else f" Reinstale llama-cpp-python: {REBUILD}"
+            raise ModelError(f"El motor llama.cpp no arrancó: terminó con {exc.how}.{fix}") from exc
+        if report.missing:
+            engine.stop()
+            raise ModelError(report.mismatch_message())
+        return report
+
+    def _load_vocab(self) -> Any:
         from llama_cpp import Llama
-        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         noise = io.StringIO()
         try:
-            # subtle: naming the GGUF's own template stops llama-cpp-python from guessing a format,
-            # so the formatter below renders exactly what create_chat_completion sends.
-            # llama.cpp prints some notes even with verbose=False (Gemma's "full-size SWA cache"),
-            # through sys.stderr: keep them for the log, off the user's terminal.
+            # llama.cpp prints some notes even with verbose=False, through sys.stderr: keep them for
+            # the log, off the user's terminal.
             with contextlib.redirect_stderr(noise):
-                self._llama = Llama(
-                    model_path=str(path),
-                    n_ctx=n_ctx,
-                    n_threads=n_threads,
-                    n_threads_batch=n_threads_batch,
-                    seed=seed,
-                    # Weights are read into memory, not mmapped: a GGUF truncated or overwritten
-                    # while the app runs (cp over TUTOR_GGUF) would otherwise kill it with SIGBUS
-                    # (tests/test_faults.py). Peak RSS with Gemma 270M: 367 MiB vs 380 mmapped; load ~0.7 s slower.
-                    use_mmap=False,
-                    verbose=False,
-                    chat_format="chat_template.default" if self.style == "chat" else None,
-                )
+                return Llama(model_path=str(self._path), vocab_only=True, n_ctx=512, n_threads=1,
+                             n_threads_batch=1, use_mmap=False, verbose=False)  # fmt: skip
         except Exception as exc:  # llama.cpp reports every load failure as one ValueError
-            raise UnsupportedModel(
-                f"llama.cpp no pudo cargar «{path}» (arquitectura «{header.architecture}»): esta versión "
-                "de llama-cpp-python no la admite o el archivo está dañado. Use un GGUF de una arquitectura "
-                "admitida (llama, qwen2, gemma3, …) con TUTOR_GGUF o --gguf."
-            ) from exc
+            self._stop_engine()
+            raise self._unsupported() from exc
         finally:
             if noise.getvalue():
-                log.debug("llama.cpp while loading %s: %s", path, noise.getvalue().strip())
-        self._threads = (self._llama.n_threads, self._llama.n_threads_batch)
-        self._formatter = None
-        if self.style == "chat":
-            special = self._llama.detokenize  # the template's bos/eos texts, as the library reads them
-            self._formatter = Jinja2ChatFormatter(
-                template=str(header.metadata["tokenizer.chat_template"]),
-                eos_token=special([self._llama.token_eos()], special=True).decode("utf-8", "replace"),
-                bos_token=special([self._llama.token_bos()], special=True).decode("utf-8", "replace"),
-            )
-        self._lock = threading.Lock()  # the llama.cpp context is not thread-safe
-        self._counter_lock = threading.Lock()
-        self._waiting = 0
+                log.debug("llama.cpp while loading %s: %s", self._path, noise.getvalue().strip())
+
+    def _ready(self, engine: Engine) -> dict[str, Any]:
+        try:
+            return engine.wait_ready()
+        except (LoadFailed, EngineCrashed) as exc:
+            log.debug("engine could not load %s: %s\n%s", self._path, exc, engine.log_tail())
+            self._stop_engine()
+            raise self._unsupported() from exc
+
+    def _unsupported(self) -> UnsupportedModel:
+        return UnsupportedModel(
+            f"llama.cpp no pudo cargar «{self._path}» (arquitectura «{self._header.architecture}»): esta "
+            "versión de llama-cpp-python no la admite o el archivo está dañado. Use un GGUF de una "
+            "arquitectura admitida (llama, qwen2, gemma3, …) con TUTOR_GGUF o --gguf."
+        )
+
+    def _chat_formatter(self) -> tuple[Any, str]:
+        """The GGUF's own chat template, rendered as create_chat_completion would, and its end token."""
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        special = self._vocab.detokenize  # the template's bos/eos texts, as the library reads them
+        eos = special([self._vocab.token_eos()], special=True).decode("utf-8", "replace")
+        if self.style != "chat":
+            return None, eos
+        bos = special([self._vocab.token_bos()], special=True).decode("utf-8", "replace")
+        template = str(self._header.metadata["tokenizer.chat_template"])
+        return Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos), eos
 
     @property
     def waiting(self) -> int:
@@ -166,12 +208,19 @@ class LlamaCppModel:
     def busy(self) -> bool:
         return self._lock.locked()
 
+    @property
+    def engine_pid(self) -> int | None:
+        """The engine process's id (None between a failed restart and the next request)."""
+        return self._engine.pid if self._engine is not None and not self._engine.dead else None
+
     def info(self) -> ModelInfo:
-        h, (threads, batch) = self._header, self._threads
+        h, loaded, report = self._header, self._loaded, self._report
         return ModelInfo(
             "llama.cpp", str(h.path), h.name, self.style, self.n_ctx, packaged=self._packaged,
             size_bytes=h.size, architecture=h.architecture, context_length=h.context_length,
-            n_threads=threads, n_threads_batch=batch,
+            n_threads=loaded["n_threads"], n_threads_batch=loaded["n_threads_batch"], cpu=report.name,
+            cpu_features=report.features, repack=loaded["repack"], repack_reason=report.repack_reason,
+            engine=ENGINE,
         )  # fmt: skip
 
     def count_tokens(self, prompt: Prompt) -> int:
@@ -186,32 +235,28 @@ class LlamaCppModel:
                 f"El texto para el modelo ocupa {len(tokens)} tokens y con {max_tokens} de respuesta supera "
                 f"el contexto de {self.n_ctx}. Acorte la pregunta o aumente TUTOR_N_CTX."
             )
-        sampling: dict[str, Any] = {
-            "stream": True,
-            "max_tokens": max_tokens,
-            "stop": [*prompt.stop, *self._stop],
-            "temperature": self._temperature,
-            "top_p": self._top_p,
-            "repeat_penalty": self._repeat_penalty,
-        }
-        if isinstance(prompt, ChatPrompt):
-            messages = _messages(prompt)
-            return self._generate(lambda: self._llama.create_chat_completion(messages=messages, **sampling))
-        # Completion style gets token ids: the student's text is tokenized with special=False, so
-        # typed control tokens stay plain text, and the count above is exactly what is evaluated.
-        return self._generate(lambda: self._llama.create_completion(tokens, **sampling))
+        # A chat model's turn ends at its end token, as create_chat_completion would stop it.
+        ends = [self._eos] if self.style == "chat" else []
+        sampling = {"max_tokens": max_tokens, "stop": [*prompt.stop, *self._stop, *ends], **self._sampling}
+        return self._generate(tokens, sampling)
+
+    def close(self) -> None:
+        """End the engine process now (it also ends when this object is collected, or at exit)."""
+        self._stop_engine()
 
     def _tokens(self, prompt: Prompt) -> list[int]:
         if isinstance(prompt, ChatPrompt) != (self.style == "chat"):
             raise ValueError(f"a {type(prompt).__name__} for a {self.style}-style model")
         if isinstance(prompt, TextPrompt):
-            return self._llama.tokenize(prompt.text.encode("utf-8"), add_bos=True, special=False)
+            # The student's text is tokenized with special=False: typed control tokens stay plain text.
+            return list(self._vocab.tokenize(prompt.text.encode("utf-8"), add_bos=True, special=False))
         assert self._formatter is not None
         rendered = self._formatter(messages=_messages(prompt))
         # the same call llama-cpp-python's chat handler makes with the rendered template
-        return self._llama.tokenize(rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True)
+        text = rendered.prompt.encode("utf-8")
+        return list(self._vocab.tokenize(text, add_bos=not rendered.added_special, special=True))
 
-    def _generate(self, start: Callable[[], Any]) -> Iterator[str]:
+    def _generate(self, tokens: list[int], sampling: dict[str, Any]) -> Iterator[str]:
         with self._counter_lock:
             self._waiting += 1
         try:
@@ -219,37 +264,45 @@ class LlamaCppModel:
         finally:
             with self._counter_lock:
                 self._waiting -= 1
-        chunks = None
+        engine = None
         try:
-            chunks = start()
-            for chunk in chunks:
-                choice = chunk["choices"][0]
-                text = choice["delta"].get("content") if "delta" in choice else choice["text"]
-                if text:
-                    yield text
-        except (RuntimeError, ValueError) as exc:  # llama_decode failures: the model, not the caller
+            engine = self._running_engine()
+            yield from engine.generate(tokens, sampling)
+        except GenerationFailed as exc:
             raise ModelError(f"El modelo falló al generar ({exc}). Inténtelo de nuevo.") from exc
+        except EngineCrashed as exc:
+            log.info("the engine's last words:\n%s", exc.log or "(nothing)")  # the pipeline warns
+            raise
         finally:
-            if chunks is not None:
-                chunks.close()  # stops llama.cpp between two tokens
-            self._free_sampler()
-            self._lock.release()
+            try:
+                if engine is not None and engine.dead:
+                    self._restart()  # now, so that the next student does not wait for the load as well
+            except TutorError as exc:  # reported to the next caller, who tries again
+                log.warning("the engine was not restarted: %s", exc)
+            finally:
+                self._lock.release()
 
-    def _free_sampler(self) -> None:
-        """Free the finished generation's sampler chain now instead of at Python's next full collection.
+    def _running_engine(self) -> Engine:
+        """The engine, started again if the last one died; ModelError if it cannot load."""
+        if self._engine is None or self._engine.dead or self._engine.process.poll() is not None:
+            self._restart()  # died while idle (the OOM killer, say): nobody was being answered
+        if self._engine is None:
+            raise ModelError(f"El motor del modelo no se pudo reiniciar con «{self._path}». Reinicie el tutor.")
+        self._ready(self._engine)
+        return self._engine
 
-        subtle: llama-cpp-python builds a new sampler chain for every completion and drops the old one
-        inside a reference cycle (its free callback holds the object), so only the cyclic GC frees it,
-        and by then it has moved to the oldest generation: full collections come about once a minute
-        under load. Each chain holds n_vocab × 12 bytes, 3 MB with Gemma's 262k vocabulary, so at N = 20
-        about 90 MB of dead chains piled up between collections and the scattered frees kept raising
-        the heap's high-water mark (most of the +9 MB/min of RSS in docs/load.md). The next completion
-        builds its own.
-        """
-        sampler = getattr(self._llama, "_sampler", None)
-        if sampler is not None and hasattr(sampler, "close"):
-            self._llama._sampler = None  # Llama.sample() then builds a temporary one, as it does when unset
-            sampler.close()
+    def _restart(self) -> None:
+        self._engine = None
+        if exiting():
+            return
+        header = preflight(self._path, n_ctx=self.n_ctx)  # the file may have gone or changed meanwhile
+        if (header.size, header.name) != (self._header.size, self._header.name):
+            raise ModelError(f"«{self._path}» cambió desde que arrancó el tutor: reinícielo para usar el modelo nuevo.")
+        self._engine = Engine(self._config)
+
+    def _stop_engine(self) -> None:
+        if self._engine is not None:
+            self._engine.stop()
 
 
 def choose_style(requested: str, header: GGUFHeader) -> Style:

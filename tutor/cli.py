@@ -558,7 +558,7 @@ def cmd_model_info(args: argparse.Namespace, settings: Settings) -> int:
 
     from tutor.models import describe, info_rows
 
-    info = describe(settings)  # reads the file header only: nothing is loaded
+    info = describe(settings)  # the file header, and a short-lived engine for the CPU: no model is loaded
     if args.json:
         print(json.dumps(asdict(info), ensure_ascii=False))
         return 0
@@ -575,7 +575,11 @@ def cmd_model_check(args: argparse.Namespace, settings: Settings) -> int:
     start = time.perf_counter()
     model = load_chat_model(settings)
     loaded = time.perf_counter()
-    print(f"Modelo cargado en {loaded - start:.2f} s ({model.info().name}, estilo {model.style}).")
+    info = model.info()
+    print(f"Modelo cargado en {loaded - start:.2f} s ({info.name}, estilo {model.style}).")
+    if info.repack is not None:
+        print(f"Generación {info.engine}; reempaquetado de pesos: {'sí' if info.repack else 'no'} "
+              f"({info.repack_reason}).")  # fmt: skip
     first = end = loaded
     pieces: list[str] = []
     for delta in model.stream(check_prompt(model.style), max_tokens=args.max_tokens):

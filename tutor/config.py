@@ -107,6 +107,11 @@ class Settings(BaseSettings):
         le=256,
         description="Prompt-processing threads; None = llama-cpp-python's default (all cores).",
     )
+    weight_repack: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="Let llama.cpp repack the weights for this CPU (use_extra_bufts). 'auto': off where the "
+        "build or the CPU has AMX, whose repacking segfaults (tutor/cpu.py), on elsewhere.",
+    )
     seed: int = Field(default=42, ge=1, description="Sampling seed (llama-cpp-python treats 0 as random).")
     temperature: float = Field(default=0.0, ge=0.0, le=2.0, description="0 = greedy, reproducible.")
     top_p: float = Field(default=0.95, gt=0.0, le=1.0, description="Nucleus sampling when temperature > 0.")

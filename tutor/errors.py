@@ -50,6 +50,17 @@ class UnsupportedModel(ModelError):
     """llama.cpp refused to load the file (an architecture this version does not know, or damage)."""
 
 
+class EngineCrashed(ModelError):
+    """The engine's process died (a signal, an abort, the OOM killer); the tutor starts another."""
+
+    def __init__(self, how: str, *, pid: int = 0, code: int = 0, log: str = "") -> None:
+        super().__init__(
+            f"El motor del modelo (llama.cpp, proceso {pid}) terminó con {how}. "
+            "El tutor lo reinicia: vuelva a intentarlo."
+        )
+        self.how, self.pid, self.code, self.log = how, pid, code, log
+
+
 class ModelServerError(ModelError):
     """The OpenAI-compatible server refused, timed out or answered with an error."""
 

@@ -3,8 +3,10 @@
 The packaged default, Gemma 3 270M, is assembled from its pip package's parts into
 <data_dir>/models once (sha256 checked by the package), then reused: a stamp file records the
 verified size and modification time, so later starts skip hashing 241 MiB. TUTOR_GGUF names any
-other file; TUTOR_LLM_SERVER_URL selects a server instead. It never downloads anything, and it does
-not generate (chat.py and server_model.py do).
+other file; TUTOR_LLM_SERVER_URL selects a server instead. `describe()` is `tutor model info`: the
+file's header, plus the CPU, build and repacking decision a short-lived engine process reports
+(engine.py, cpu.py). It never downloads anything, and it does not generate (chat.py and
+server_model.py do).
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ import os
 import tempfile
 from pathlib import Path
 
-from tutor.chat import ChatModel, ModelInfo, Prompt, Style, choose_style
+from tutor.chat import ENGINE, ChatModel, ModelInfo, Prompt, Style, choose_style
 from tutor.config import Settings
-from tutor.errors import ModelFileMissing
+from tutor.cpu import CpuReport, Repack
+from tutor.errors import EngineCrashed, ModelFileMissing
 from tutor.gguf_file import read_header
 from tutor.types import ChatPrompt, Message, TextPrompt
 
@@ -86,11 +89,12 @@ def load_chat_model(settings: Settings) -> ChatModel:
         stop=settings.stop,
         style=settings.prompt_style,
         packaged=packaged,
+        repack=settings.weight_repack,
     )
 
 
 def describe(settings: Settings) -> ModelInfo:
-    """What `tutor model info` shows, read from the file header without loading the model."""
+    """What `tutor model info` shows: the file header, and the engine's CPU asked of a short-lived engine."""
     if settings.llm_server_url:
         from tutor.server_model import OpenAICompatibleChatModel
 
@@ -98,11 +102,26 @@ def describe(settings: Settings) -> ModelInfo:
     path, packaged = model_file(settings)
     header = read_header(path)
     style = choose_style(settings.prompt_style, header)
+    report, problem = engine_report(settings.weight_repack)
     return ModelInfo(
         "llama.cpp", str(path), header.name, style, settings.n_ctx, packaged=packaged, size_bytes=header.size,
         architecture=header.architecture, context_length=header.context_length,
         n_threads=settings.n_threads, n_threads_batch=settings.n_threads_batch,
+        cpu=report.name if report else "", cpu_features=report.features if report else (),
+        repack=report.repack if report else None, repack_reason=report.repack_reason if report else "",
+        engine=ENGINE, problem=problem,
     )  # fmt: skip
+
+
+def engine_report(repack: Repack) -> tuple[CpuReport | None, str]:
+    """(the build and CPU the engine sees, what keeps it from running here: empty when nothing does)."""
+    from tutor.engine import probe_in_child
+
+    try:
+        report = probe_in_child(repack)
+    except EngineCrashed as exc:
+        return None, f"el motor llama.cpp no arranca: terminó con {exc.how}"
+    return report, report.mismatch_message()
 
 
 def info_rows(info: ModelInfo) -> list[tuple[str, str]]:
@@ -135,7 +154,13 @@ def info_rows(info: ModelInfo) -> list[tuple[str, str]]:
         rows += [
             ("hilos", f"{threads}{'' if info.n_threads else default}"),
             ("hilos del prompt", f"{batch}{'' if info.n_threads_batch else default}"),
+            ("generación", info.engine),
+            ("CPU", f"{info.cpu or 'desconocida'}; llama.cpp compilado con {' '.join(info.cpu_features) or '?'}"),
         ]
+        if info.repack is not None:
+            rows.append(("reempaquetado", f"{'sí' if info.repack else 'no'} ({info.repack_reason})"))
+        if info.problem:
+            rows.append(("aviso", info.problem))
     return rows
 
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from tutor.chat import ChatModel, Prompt, fit_prompt
 from tutor.config import Settings
-from tutor.errors import BadQuery, TutorError
+from tutor.errors import BadQuery, EngineCrashed, TutorError
 from tutor.extract import Extractor
 from tutor.prompts import PromptLibrary
 from tutor.retrieve import Retriever, search_query
@@ -368,6 +368,9 @@ class Tutor:
                 pieces.append(delta)
                 if stopped():
                     return "", ttft, self.prompts.reply("stopped", language)
+        except EngineCrashed as exc:  # the engine is being restarted: say so in the student's language
+            log.warning("generation failed: %s", exc)
+            return "", ttft, self.prompts.reply("engine_crashed", language)
         except TutorError as exc:
             log.warning("generation failed: %s", exc)
             return "", ttft, str(exc)
