@@ -81,7 +81,7 @@ def available_gib() -> float:
     except OSError:
         pass
     try:
-        import psutil  # type: ignore[import-untyped]
+        import psutil  # type: ignore[import-not-found,import-untyped,unused-ignore]  # optional, off Linux
     except ImportError:
         return 0.0
     return float(psutil.virtual_memory().available) / 2**30
@@ -159,3 +159,14 @@ def not_installed(name: str, variable: str) -> str:
         f"El modelo «{name}» no está instalado. Instálelo con: .venv/bin/tutor models install {name} "
         f"(o copie el archivo desde otro equipo y ponga su ruta en {variable})."
     )
+
+
+def footer_text(settings: Settings) -> str:
+    """One line for the web page's footer: the models in use and which set they are."""
+    chosen = select(settings)
+    pair = (chosen.generator, chosen.embedder)
+    which = (
+        "conjunto capaz" if pair == CAPABLE else "conjunto pequeño" if pair == SMALL else "elegidos en la configuración"
+    )
+    names = " + ".join(Path(name).name for name in pair)
+    return f"Modelos: {names} ({which}; «tutor models list» explica por qué)"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 import threading
 import unicodedata
 from collections import OrderedDict
@@ -109,9 +110,10 @@ class EmbeddingGemmaEmbedder:
     """EmbeddingGemma-300M from its sentence-transformers folder, with the model's own query and document
     prompts ("task: search result | query: ", "title: none | text: ") through encode_query/encode_document.
 
-    `precision` 'bfloat16' casts the float32 weights after loading: half the memory (README, "Models"). Not
-    float16: the model card says its activations overflow in it. The version names the weights' hash and
-    the precision, so an index (and a gate model) built with one form is not read with the other."""
+    `precision` 'bfloat16' loads a bfloat16 copy of the weights, written once beside the folder
+    (bfloat16_copy): half the memory of float32 (README, "Models"). Not float16: the model card says its
+    activations overflow in it. The version names the weights' hash and the precision, so an index (and
+    a gate model) built with one form is not read with the other."""
 
     def __init__(self, folder: Path, *, precision: str = "float32", threads: int | None = None) -> None:
         if not (folder / "modules.json").is_file():
@@ -121,15 +123,18 @@ class EmbeddingGemmaEmbedder:
             )
         import torch
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.disable_progress_bar()  # "Loading weights" bars are not for students
         if threads is not None:
             torch.set_num_threads(threads)
+        source, options = folder, {}
+        if precision == "bfloat16":
+            source, options = bfloat16_copy(folder), {"model_kwargs": {"dtype": torch.bfloat16}}
         try:
-            self._model = SentenceTransformer(str(folder), device="cpu", local_files_only=True)
+            self._model = SentenceTransformer(str(source), device="cpu", local_files_only=True, **options)
         except Exception as exc:  # the library raises many kinds; the user needs one message
             raise EmbedderError(f"No se pudo cargar EmbeddingGemma de «{folder}»: {exc}") from exc
-        if precision == "bfloat16":
-            self._model = self._model.to(torch.bfloat16)
         self._lock = threading.Lock()  # torch modules are not documented as safe to call from two threads
         self.dim = int(self._model.get_embedding_dimension() or 768)
         self.name = "embeddinggemma-300m"
@@ -223,6 +228,32 @@ def _weights_id(folder: Path) -> str:
     if weights.is_file() and weights.stat().st_size == entry.check_size:
         return entry.check_sha256[:16]
     return _folder_fingerprint(folder)
+
+
+def bfloat16_copy(folder: Path) -> Path:
+    """<folder>-bfloat16: the model with its weights in bfloat16 (600 MB instead of 1.2 GB), written once
+    under a temporary name and renamed. Where it cannot be written, the float32 folder (it is then cast
+    while loading: the same vectors, not the memory saved)."""
+    target = folder.with_name(f"{folder.name}-bfloat16")
+    if (target / "model.safetensors").is_file():
+        return target
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    partial = folder.with_name(f".{folder.name}-bfloat16.{os.getpid()}")
+    try:
+        top = ("model.safetensors", "notebook.ipynb")  # the weights are rewritten; the notebook is not needed
+        shutil.copytree(folder, partial, ignore=lambda d, names: [n for n in names if Path(d) == folder and n in top])
+        weights = load_file(str(folder / "model.safetensors"))
+        save_file({k: v.to(torch.bfloat16).contiguous() for k, v in weights.items()},
+                  str(partial / "model.safetensors"), metadata={"format": "pt"})  # fmt: skip
+        os.replace(partial, target)
+    except OSError:
+        shutil.rmtree(partial, ignore_errors=True)
+        return folder
+    return target
 
 
 def _float32(vectors: object) -> object:

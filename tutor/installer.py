@@ -81,6 +81,9 @@ def remove(entry: CatalogueModel, data_dir: Path) -> bool:
     else:
         target.unlink(missing_ok=True)
     shutil.rmtree(staging, ignore_errors=True)
+    derived = target.with_name(f"{target.name}-bfloat16")  # EmbeddingGemma's half-precision copy (embed.py)
+    found = found or derived.exists()
+    shutil.rmtree(derived, ignore_errors=True)
     return found
 
 
