@@ -128,3 +128,29 @@ def test_the_catalogue_agrees_with_the_packaged_models() -> None:
             assert sum(p.size for p in model.parts) == model.size_bytes, model.name
         assert model.license_url.startswith("https://") and len(model.sha256) == 64
         assert (model.prompt_style is not None) == (model.kind == "generator")
+
+
+def run_tutor(data_dir: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "tutor", *args], env={**os.environ, "TUTOR_DATA_DIR": str(data_dir),
+                          **env}, capture_output=True, text=True, timeout=120)  # fmt: skip
+
+
+def test_setup_on_a_machine_that_does_not_qualify_installs_nothing_and_says_how(tmp_path: Path) -> None:
+    verdict(tmp_path, qualifies=False)
+    out = run_tutor(tmp_path, "models", "setup")
+    assert out.returncode == 0 and "conjunto pequeño" in out.stderr and "tutor models install" in out.stderr
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["machine.json"]
+
+
+def test_setup_leaves_models_the_user_chose(tmp_path: Path) -> None:
+    verdict(tmp_path, qualifies=True)  # would install the capable set (from the network) if it did anything
+    out = run_tutor(tmp_path, "models", "setup", TUTOR_MODEL="gemma-3-270m", TUTOR_EMBEDDER="e5-small")
+    assert out.returncode == 0 and not (tmp_path / "models" / ".staging").exists()
+
+
+def test_the_footer_line_names_the_models_and_the_set(tmp_path: Path) -> None:
+    from tutor.capable import footer_text
+
+    assert footer_text(Settings(data_dir=tmp_path)).startswith("Modelos: gemma-3-270m + e5-small (conjunto pequeño")
+    line = footer_text(Settings(data_dir=tmp_path, generator="/x/mine.gguf", embedder="e5-small"))
+    assert "mine.gguf + e5-small" in line and "configuración" in line
