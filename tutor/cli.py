@@ -284,7 +284,7 @@ def cmd_gate(args: argparse.Namespace, settings) -> int:
         examples = load_examples(args.examples or EXAMPLES)
         print(f"Entrenando el filtro con {len(examples)} ejemplos (validación cruzada)…", file=sys.stderr)
         model, report = train_gate(examples, index)
-        folder = args.out or model_folder(settings, index.embedder.name)
+        folder = args.out or model_folder(settings, index.embedder)
         model.save(folder)
         print(f"{report}\nModelo guardado en {folder}")
         return 0

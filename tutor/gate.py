@@ -46,8 +46,6 @@ _FOLLOW_UP_WORDS = 12  # longer messages stand on their own (as in retrieve.sear
 # P(other_subject) from which a short message changes the topic instead of following up; 0.4-0.5 did
 # best on the packaged examples with history (tutor/gate_data/train.jsonl), not on eval/dev.jsonl.
 _NEW_SUBJECT = 0.5
-# Catalogue embedders whose classifier ships in gate_data/<name>/ (trained on their own vectors).
-PER_EMBEDDER = frozenset({"embeddinggemma-300m"})
 
 
 class Gate:
@@ -73,7 +71,7 @@ class Gate:
     def load(cls, index: Any, settings: Settings) -> Gate:
         """The gate over an opened course index, with the shipped (or configured) classifier."""
         chunks, vectors = index.chunk_vectors()
-        model = GateModel.load(model_folder(settings, index.embedder.name), index.embedder)
+        model = GateModel.load(model_folder(settings, index.embedder), index.embedder)
         extra = None
         if settings.gate_extra_model is not None:
             extra = ExtraClassifier(
@@ -182,9 +180,11 @@ def train_gate(examples: Sequence[Example], index: Any) -> tuple[GateModel, str]
     return train(examples, index.embedder, vectors, gate_class)
 
 
-def model_folder(settings: Settings, embedder: str = "") -> Path:
+def model_folder(settings: Settings, embedder: object = None) -> Path:
     """Where the classifier is read from and `tutor gate train` writes: the packaged one by default,
-    trained on e5; a catalogue embedder with a classifier of its own has it in DATA_DIR/<name> (issue 16)."""
+    trained on e5; an embedder with a classifier of its own (EmbeddingGemma, in each precision: issue 16)
+    names its folder under DATA_DIR in `gate_folder`."""
     if settings.gate_model_dir is not None:
         return settings.gate_model_dir
-    return DATA_DIR / embedder if embedder in PER_EMBEDDER else DATA_DIR
+    own = getattr(embedder, "gate_folder", "")
+    return DATA_DIR / own if own else DATA_DIR
