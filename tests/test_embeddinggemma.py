@@ -82,7 +82,9 @@ def test_a_folder_in_tutor_embedder_gets_the_adapter_and_auto_precision(tiny_gem
     assert embed_precision(Settings(data_dir=tmp_path, embed_precision="float32")) == "float32"
 
 
-def test_changing_the_precision_rebuilds_the_index(tiny_gemma: Path, tmp_path: Path) -> None:
+def test_changing_the_precision_rebuilds_the_index_and_the_verifier_uses_its_bar(
+    tiny_gemma: Path, tmp_path: Path
+) -> None:
     from tutor.errors import IndexNotReady
     from tutor.index import Index, ingest
 
@@ -92,7 +94,9 @@ def test_changing_the_precision_rebuilds_the_index(tiny_gemma: Path, tmp_path: P
     settings = Settings(data_dir=tmp_path / "data", knowledge_dir=knowledge)
     full = EmbeddingGemmaEmbedder(tiny_gemma, precision="float32", threads=1)
     ingest(settings, full, progress=False)
-    Index.open(settings, full)
+    from tutor.verify import Verifier
+
+    assert Verifier(Index.open(settings, full)).min_similarity == full.sentence_similarity < 0.86  # its own bar
     half = EmbeddingGemmaEmbedder(tiny_gemma, precision="bfloat16", threads=1)
     with pytest.raises(IndexNotReady):
         Index.open(settings, half)
