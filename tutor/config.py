@@ -50,8 +50,8 @@ class Settings(BaseSettings):
     )
     embed_precision: Literal["auto", "float32", "bfloat16"] = Field(
         default="auto",
-        description="Weights of a torch embedder (EmbeddingGemma): 'auto' is the form measured to keep the "
-        "retrieval figures (README), float32 the file as published.",
+        description="EmbeddingGemma's weights: 'auto' = bfloat16 where this CPU multiplies it faster than "
+        "float32 (timed once; the same retrieval figures, a quarter less memory), else float32 as published.",
     )
     embed_threads: int = Field(
         default_factory=lambda: min(2, os.cpu_count() or 1),

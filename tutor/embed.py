@@ -124,14 +124,14 @@ class EmbeddingGemmaEmbedder:
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as hf_logging
 
-        hf_logging.disable_progress_bar()  # "Loading weights" bars are not for students
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # "Loading weights" bars: not for students
         if threads is not None:
             torch.set_num_threads(threads)
-        source, options = folder, {}
-        if precision == "bfloat16":
-            source, options = bfloat16_copy(folder), {"model_kwargs": {"dtype": torch.bfloat16}}
+        half = precision == "bfloat16"
+        source = bfloat16_copy(folder) if half else folder
+        weights: dict[str, object] = {"dtype": torch.bfloat16} if half else {}
         try:
-            self._model = SentenceTransformer(str(source), device="cpu", local_files_only=True, **options)
+            self._model = SentenceTransformer(str(source), device="cpu", local_files_only=True, model_kwargs=weights)
         except Exception as exc:  # the library raises many kinds; the user needs one message
             raise EmbedderError(f"No se pudo cargar EmbeddingGemma de «{folder}»: {exc}") from exc
         self._lock = threading.Lock()  # torch modules are not documented as safe to call from two threads
