@@ -8,7 +8,10 @@ STAMP := $(VENV)/.installed
 .PHONY: run test install bench check clean-index system-deps
 
 # The app limits glibc's malloc arenas itself (TUTOR_MALLOC_ARENAS, docs/load.md): no MALLOC_ARENA_MAX here.
+# `tutor models setup` installs the capable set (about 2.3 GB, once, with progress bars) on a machine that
+# qualifies (README, "Models"); offline or elsewhere it says why and the app starts on the small set.
 run: $(STAMP)
+	$(BIN)/tutor models setup
 	$(BIN)/python launch.py
 
 test: $(STAMP) system-deps

@@ -21,6 +21,15 @@ COURSE_DIR = REPO / "knowledge"
 
 
 @pytest.fixture(autouse=True)
+def _small_set_only(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The suite runs on the small set: a model chosen in the developer's shell, or installed in their own
+    data folder (where `make run` puts the capable set), never reaches a test that does not ask for it."""
+    for name in ("TUTOR_MODEL", "TUTOR_GGUF", "TUTOR_EMBEDDER", "TUTOR_EMBED_PRECISION"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("TUTOR_DATA_DIR", str(tmp_path_factory.getbasetemp() / "default-data"))
+
+
+@pytest.fixture(autouse=True)
 def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     """Any connection that leaves the machine fails the test: the tutor must work offline."""
     real_connect = socket.socket.connect

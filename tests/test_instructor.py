@@ -186,7 +186,7 @@ def test_a_broken_template_is_refused_with_its_line_and_a_good_one_is_live(panel
     assert f"prompts/chat/answer.md: line {line}: unknown variable 'contexto'" in status
     assert path.read_text(encoding="utf-8") == original
 
-    fixed = original.replace("Material del curso", "MATERIAL REVISADO del curso")
+    fixed = original.replace("<material>", "MATERIAL REVISADO del curso:\n<material>")
     assert "MATERIAL REVISADO" in fixed
     status = c.predict(name, fixed, api_name="/instructor_save")
     assert status.startswith("Guardado `prompts/chat/answer.md`")

@@ -198,7 +198,7 @@ def test_chat_template_models_get_system_first_and_question_last(settings, cours
     assert isinstance(plan.prompt, ChatPrompt)
     roles = [m.role for m in plan.prompt.messages]
     assert roles == ["system", "user", "assistant", "user"]
-    assert "Material del curso" in plan.prompt.messages[-1].content
+    assert "<material>" in plan.prompt.messages[-1].content
 
 
 @pytest.mark.parametrize(

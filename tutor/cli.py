@@ -1,5 +1,5 @@
 """Command line: tutor ingest | retrieve | eval | gate [train] | ask | chat | quiz [build|eval] | serve |
-model info|check | data export|purge.
+model info|check | models list|install|remove|setup|probe | data export|purge.
 
 Each command reads Settings, builds what it needs, and turns a TutorError into one clear line on
 stderr (exit code 2). Unexpected errors are logged with their traceback in the data folder and
@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tutor.cli_models import add_parser as add_models_parser
 from tutor.errors import IndexNotReady, TutorError  # importing tutor sets the offline switches first
 
 if TYPE_CHECKING:  # the commands import what they need when they run: `tutor --help` stays quick
@@ -57,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tutor", description="Tutor offline del curso de LLMs.")
     parser.add_argument("--data-dir", type=Path, help="carpeta de datos derivados (TUTOR_DATA_DIR)")
     parser.add_argument("--knowledge-dir", type=Path, help="carpeta del material del curso (TUTOR_KNOWLEDGE_DIR)")
-    parser.add_argument("--embedder", help="'e5' o la carpeta de un modelo sentence-transformers (TUTOR_EMBEDDER)")
+    parser.add_argument("--embedder", help="e5-small, embeddinggemma-300m o una carpeta (TUTOR_EMBEDDER)")
     parser.add_argument("--gguf", type=Path, help="archivo GGUF del modelo generador (TUTOR_GGUF)")
     sub = parser.add_subparsers(dest="command", metavar="COMANDO")
     _course_commands(sub)
@@ -144,6 +145,8 @@ def _admin_commands(sub: Any) -> None:
     m = actions.add_parser("check", help="carga el modelo, genera unas palabras y mide tokens/s")
     m.add_argument("--max-tokens", type=int, default=32)
     m.set_defaults(run=cmd_model_check)
+
+    add_models_parser(sub)  # tutor models list | install | remove | setup | probe (issue 16)
 
     p = sub.add_parser("data", help="lo que guarda el tutor (valoraciones, estadísticas): export | purge")
     actions = p.add_subparsers(dest="data_command", metavar="ACCIÓN", required=True)
@@ -302,7 +305,7 @@ def cmd_gate(args: argparse.Namespace, settings: Settings) -> int:
         examples = load_examples(args.examples or EXAMPLES)
         print(f"Entrenando el filtro con {len(examples)} ejemplos (validación cruzada)…", file=sys.stderr)
         model, report = train_gate(examples, index)
-        folder = args.out or model_folder(settings)
+        folder = args.out or model_folder(settings, index.embedder)
         model.save(folder)
         print(f"{report}\nModelo guardado en {folder}")
         return 0

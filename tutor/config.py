@@ -27,7 +27,8 @@ def _default_knowledge_dir() -> Path:
 class Settings(BaseSettings):
     """Every setting, with its environment variable TUTOR_<NAME>."""
 
-    model_config = SettingsConfigDict(env_prefix="TUTOR_", extra="forbid")
+    # populate_by_name: `generator` reads TUTOR_MODEL from the environment and generator= in code.
+    model_config = SettingsConfigDict(env_prefix="TUTOR_", extra="forbid", populate_by_name=True)
 
     data_dir: Path = Field(
         default_factory=lambda: Path(platformdirs.user_data_dir("tutor-llm", appauthor=False)),
@@ -42,9 +43,15 @@ class Settings(BaseSettings):
         description="Folder of the instructor's templates (every text the tutor says or sends to a model).",
     )
     embedder: str = Field(
-        default="e5",
-        description="'e5' for the packaged multilingual-e5-small, or the path of a local "
-        "sentence-transformers model folder.",
+        default="auto",
+        description="'auto' (embeddinggemma-300m when installed and the machine qualifies, else e5-small), "
+        "a catalogue name ('e5-small', also 'e5'; 'embeddinggemma-300m'), or the path of a local "
+        "sentence-transformers model folder. Changing it rebuilds the index.",
+    )
+    embed_precision: Literal["auto", "float32", "bfloat16"] = Field(
+        default="auto",
+        description="EmbeddingGemma's weights: 'auto' = bfloat16 where this CPU multiplies it faster than "
+        "float32 (timed once; the same retrieval figures, a quarter less memory), else float32 as published.",
     )
     embed_threads: int = Field(
         default_factory=lambda: min(2, os.cpu_count() or 1),
@@ -86,11 +93,19 @@ class Settings(BaseSettings):
         "otherwise grows an arena of its own and keeps its high-water mark (docs/load.md).",
     )  # fmt: skip
 
-    # Generation (issue 3). `gguf`, not `model_path`: pydantic reserves the model_ prefix.
+    # Generation (issue 3). `gguf`, not `model_path`: pydantic reserves the model_ prefix. The field
+    # is `generator`, read from TUTOR_MODEL: `--model auto|echo|none` of the CLI means something else.
+    generator: str | None = Field(
+        default=None,
+        validation_alias="TUTOR_MODEL",
+        description="The generator: a catalogue name ('gemma-3-270m', 'qwen2.5-coder-0.5b', "
+        "'qwen2.5-coder-1.5b') or a GGUF file; None = automatic (qwen2.5-coder-1.5b when installed and "
+        "the machine qualifies, else the packaged Gemma 3 270M). Wins over TUTOR_GGUF.",
+    )
     gguf: Path | None = Field(
         default=None,
-        description="GGUF model file to generate with; None = the packaged Gemma 3 270M, assembled once "
-        "into <data_dir>/models.",
+        description="GGUF model file to generate with (an older name for a path in TUTOR_MODEL); None = "
+        "the TUTOR_MODEL rule.",
     )
     prompt_style: Literal["auto", "chat", "completion"] = Field(
         default="auto",

@@ -62,10 +62,10 @@ def packaged_gguf(data_dir: Path) -> Path:
 
 
 def model_file(settings: Settings) -> tuple[Path, bool]:
-    """(path, packaged): the configured GGUF, or the packaged one."""
-    if settings.gguf is not None:
-        return settings.gguf.expanduser(), False
-    return packaged_gguf(settings.data_dir), True
+    """(path, packaged): TUTOR_MODEL's catalogue model or file (TUTOR_GGUF), else the capable-default rule."""
+    from tutor.capable import generator_file, select  # issue 16: catalogue names and the capable default
+
+    return generator_file(settings, select(settings).generator)
 
 
 def load_chat_model(settings: Settings) -> ChatModel:

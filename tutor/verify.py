@@ -50,13 +50,15 @@ class Verifier:
         index: Index,
         detect_language: Callable[[str], str] | None = None,
         *,
-        min_similarity: float = 0.86,
+        min_similarity: float | None = None,
         min_overlap: float = 0.6,
         min_kept_share: float = 0.5,
     ) -> None:
         self.index = index
         self.detect_language = detect_language
-        self.min_similarity = min_similarity
+        # 0.86 was tuned on e5's cosines; another embedder may say where its own bar is (issue 16).
+        default = float(getattr(index.embedder, "sentence_similarity", 0.86))
+        self.min_similarity = default if min_similarity is None else min_similarity
         self.min_overlap = min_overlap
         self.min_kept_share = min_kept_share
         self.vocabulary = Vocabulary(index.chunks.values(), stemmed=True)

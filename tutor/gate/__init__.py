@@ -74,7 +74,7 @@ class Gate:
     def load(cls, index: Index, settings: Settings) -> Gate:
         """The gate over an opened course index, with the shipped (or configured) classifier."""
         chunks, vectors = index.chunk_vectors()
-        model = GateModel.load(model_folder(settings), index.embedder)
+        model = GateModel.load(model_folder(settings, index.embedder), index.embedder)
         extra = None
         if settings.gate_extra_model is not None:
             extra = ExtraClassifier(
@@ -200,6 +200,11 @@ def train_gate(examples: Sequence[Example], index: Index) -> tuple[GateModel, st
     return train(examples, index.embedder, vectors, gate_class)
 
 
-def model_folder(settings: Settings) -> Path:
-    """Where the classifier is read from and `tutor gate train` writes: the packaged one by default."""
-    return settings.gate_model_dir or DATA_DIR
+def model_folder(settings: Settings, embedder: object = None) -> Path:
+    """Where the classifier is read from and `tutor gate train` writes: the packaged one by default,
+    trained on e5; an embedder with a classifier of its own (EmbeddingGemma, in each precision: issue 16)
+    names its folder under DATA_DIR in `gate_folder`."""
+    if settings.gate_model_dir is not None:
+        return settings.gate_model_dir
+    own = getattr(embedder, "gate_folder", "")
+    return DATA_DIR / own if own else DATA_DIR
