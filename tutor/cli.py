@@ -43,6 +43,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TutorError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `tutor … --json | head`: the reader left; nothing to report
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("\nInterrumpido.", file=sys.stderr)
         return 130

@@ -129,7 +129,7 @@ def info_rows(info: ModelInfo) -> list[tuple[str, str]]:
     if info.backend != "llama.cpp":
         origin = "servidor (TUTOR_LLM_SERVER_URL)" if info.backend != "echo" else "modelo de prueba"
     else:
-        origin = f"incluido (paquete {PACKAGE})" if info.packaged else "configurado (TUTOR_GGUF o --gguf)"
+        origin = f"incluido (paquete {PACKAGE})" if info.packaged else _configured_origin(Path(info.source))
     template = "del propio modelo" if info.backend == "llama.cpp" else "que aplique el servidor"
     style = {
         "chat": f"chat (la plantilla de chat {template})",
@@ -179,3 +179,13 @@ def _stamp_matches(stamp: Path, target: Path, sha256: str) -> bool:
     except (OSError, ValueError):
         return False
     return bool(recorded == {"sha256": sha256, "size": info.st_size, "mtime_ns": info.st_mtime_ns})
+
+
+def _configured_origin(path: Path) -> str:
+    """A catalogue model installed with `tutor models install` is named as such; any other file is the user's."""
+    from tutor.catalogue import catalogue
+
+    for entry in catalogue().values():
+        if entry.kind == "generator" and entry.source == "parts" and path.name == entry.file:
+            return f"modelo del catálogo «{entry.name}» (TUTOR_MODEL o el conjunto capaz)"
+    return "configurado (TUTOR_MODEL, TUTOR_GGUF o --gguf)"

@@ -411,12 +411,15 @@ def _live(text: str, replies: int) -> str:
 
 
 def _footer(tutor: Tutor) -> str:
+    """What answers and how: the generator loaded, the model set and why (issue 16), the promise."""
+    from tutor.capable import footer_text
+
     if tutor.model is None:
         who = "sin modelo generativo: las respuestas citan el curso"
     else:
         info = tutor.model.info()
         who = "modelo básico incluido (Gemma 3 270M)" if info.packaged else f"modelo {info.name}"
     return (
-        f"Responde: {who} · cada respuesta se verifica contra el curso y muestra sus fuentes · "
-        "para usar un modelo mejor, vea «Configuring a better model» en el README."
+        f"Responde: {who} · {footer_text(tutor.settings)} · cada respuesta se verifica contra el curso y "
+        "muestra sus fuentes."
     )
