@@ -8,11 +8,12 @@ from typing import Any
 
 import pytest
 
-from tutor.claims import answers, claim_scores, decisions, load_claims, recorded_decisions
+from tutor.claims import LABELS, answers, claim_scores, decisions, load_claims, recorded_decisions
 from tutor.cli import main
 from tutor.config import Settings
 from tutor.errors import DatasetError
 
+CLAIMS = Path(__file__).resolve().parent.parent / "eval" / "claims.jsonl"
 PASSAGE = {"chunk_id": "c#3.3.3#0", "section_id": "3.3.3", "title": "RoBERTa", "text": "RoBERTa usa X. Y."}
 
 
@@ -120,3 +121,24 @@ def test_eval_claims_reruns_the_verifier_through_the_cli(
     assert result["agreement_with_recorded"] == 1.0
     assert main([*args, "eval", "--claims", str(path)]) == 1
     assert "precisión 1.0" in capsys.readouterr().out
+
+
+def test_the_claims_set_is_well_formed() -> None:
+    data = load_claims(CLAIMS)
+    assert not data.errors, data.errors[:5]
+    items = data.items
+    assert len(items) >= 600
+    assert {c.label for c in items} <= set(LABELS)
+    assert all(c.note.strip() for c in items if c.label == "unsupported")
+    models = {c.model for c in items}
+    assert {"gemma-3-270m", "qwen2.5-coder-1.5b"} <= models
+    for model in models:
+        own = [c for c in items if c.model == model]
+        assert sum(c.split == "heldout" for c in own) >= len(own) / 3, model
+    parts: dict[str, set[str]] = {}
+    for c in items:
+        parts.setdefault(c.question_id, set()).add(c.split)
+    assert all(len(p) == 1 for p in parts.values()), "a question's sentences are all in one part"
+    assert any(c.source == "issue" for c in items)
+    for group in answers(items):
+        assert [c.position for c in group] == list(range(len(group))), group[0].answer_id
