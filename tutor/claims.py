@@ -11,14 +11,13 @@ reported apart. It does not generate (no model is needed) and does not label any
 
 from __future__ import annotations
 
-import json
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tutor.errors import DatasetError
+from tutor.evaluate import read_jsonl
 from tutor.types import Chunk, Passage
 
 LABELS = ("supported", "unsupported", "not_a_claim")
@@ -83,25 +82,14 @@ Decide = Callable[[Sequence[Claim]], Sequence[bool]]
 
 def load_claims(path: Path) -> ClaimSet:
     """Every valid item of a claims file; each malformed or inconsistent line is reported with its number."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError as exc:
-        raise DatasetError(f"No existe el archivo de afirmaciones «{path}».") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"No se puede leer «{path}» como texto UTF-8: {exc}") from exc
     out = ClaimSet()
     answers: dict[str, tuple[int, Claim]] = {}  # answer id -> first line and item
     parts: dict[str, str] = {}  # question id -> its part
     seen: set[str] = set()
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
+    for number, raw in read_jsonl(path, out.errors, noun="el archivo de afirmaciones"):
         try:
-            claim = _parse(json.loads(line))
+            claim = _parse(raw)
             _consistent(claim, answers.get(claim.answer_id), parts, seen)
-        except json.JSONDecodeError as exc:
-            out.errors.append(f"línea {number}: no es JSON válido ({exc.msg}, columna {exc.colno})")
-            continue
         except ValueError as exc:
             out.errors.append(f"línea {number}: {exc}")
             continue
