@@ -83,8 +83,11 @@ def _course_commands(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="salida JSON")
     p.set_defaults(run=cmd_retrieve)
 
-    p = sub.add_parser("eval", help="mide la recuperación sobre un conjunto JSONL")
-    p.add_argument("--dataset", type=Path, required=True)
+    p = sub.add_parser("eval", help="mide la recuperación sobre un conjunto JSONL, o el verificador (--claims)")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--dataset", type=Path)
+    which.add_argument("--claims", type=Path, help="frases etiquetadas (eval/claims.jsonl): precisión y recall "
+                       "del verificador por parte y por modelo")  # fmt: skip
     p.add_argument("--k", type=int, default=5)
     p.add_argument("--json", action="store_true", help="un objeto JSON en stdout")
     p.add_argument("--generate", action="store_true", help="también responde cada ítem y mide las respuestas")
@@ -233,6 +236,8 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
     from tutor.evaluate import load_dataset, retrieval_scores
     from tutor.retrieve import search_query
 
+    if args.claims:
+        return _claims_eval(args, settings)
     dataset = load_dataset(args.dataset)
     for error in dataset.errors:
         print(f"{args.dataset}: {error}", file=sys.stderr)
@@ -253,6 +258,24 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
     else:
         _print_eval(result)
     return 1 if dataset.errors else 0
+
+
+def _claims_eval(args: argparse.Namespace, settings: Settings) -> int:
+    """`tutor eval --claims FILE`: re-run today's verifier on the stored answers (index and embedder, no model)."""
+    from tutor.claims import claims_report, load_claims, summary, verifier_decide
+    from tutor.language import LanguageDetector
+    from tutor.verify import Verifier
+
+    claims = load_claims(args.claims)
+    for error in claims.errors:
+        print(f"{args.claims}: {error}", file=sys.stderr)
+    index = _index(settings)
+    detector = LanguageDetector()
+    decide, stale = verifier_decide(Verifier(index, detect_language=lambda t: detector.detect(t, ())), index)
+    result = claims_report(claims.items, decide, verifier="tutor.verify.Verifier")
+    result.update(malformed=len(claims.errors), stale_passages=stale())
+    print(json.dumps({"claims": result}, ensure_ascii=False) if args.json else summary(result))
+    return 1 if claims.errors else 0
 
 
 def _gate_eval(items: Sequence[EvalItem], index: Index, settings: Settings) -> dict[str, Any]:

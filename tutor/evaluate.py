@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,24 +49,31 @@ class Dataset:
     errors: list[str] = field(default_factory=list)  # "line 7: …"
 
 
-def load_dataset(path: Path) -> Dataset:
-    """Every valid item of a JSONL file; each malformed line is reported with its number and skipped."""
+def read_jsonl(path: Path, errors: list[str], *, noun: str = "el archivo de evaluación") -> Iterator[tuple[int, Any]]:
+    """(line number, parsed value) for every non-blank line; a line that is not JSON goes to `errors`
+    ("línea 7: …") and is skipped. A file that cannot be read at all is a DatasetError naming `noun`."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError as exc:
-        raise DatasetError(f"No existe el archivo de evaluación «{path}».") from exc
+        raise DatasetError(f"No existe {noun} «{path}».") from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise DatasetError(f"No se puede leer «{path}» como texto UTF-8: {exc}") from exc
-    dataset = Dataset()
-    seen: set[str] = set()
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            item = _parse(json.loads(line))
+            yield number, json.loads(line)
         except json.JSONDecodeError as exc:
-            dataset.errors.append(f"línea {number}: no es JSON válido ({exc.msg}, columna {exc.colno})")
-            continue
+            errors.append(f"línea {number}: no es JSON válido ({exc.msg}, columna {exc.colno})")
+
+
+def load_dataset(path: Path) -> Dataset:
+    """Every valid item of a JSONL file; each malformed line is reported with its number and skipped."""
+    dataset = Dataset()
+    seen: set[str] = set()
+    for number, raw in read_jsonl(path, dataset.errors):
+        try:
+            item = _parse(raw)
         except ValueError as exc:
             dataset.errors.append(f"línea {number}: {exc}")
             continue
