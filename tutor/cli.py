@@ -215,7 +215,7 @@ def cmd_eval(args: argparse.Namespace, settings) -> int:
 
     def ranked(item):
         query = search_query(item.question, item.history)
-        return [p.section_id for p in retriever.search(query, depth)]
+        return [p.section_id for p in retriever.search(query, depth, question=item.question)]
 
     result = {"n": len(dataset.items), "malformed": len(dataset.errors), "k": args.k}
     result["retrieval"] = retrieval_scores(dataset.items, ranked)
