@@ -50,6 +50,21 @@ def test_metrics_by_hand() -> None:
     assert out["by_language"]["en"]["hit@1"] == 0.0 and out["by_language"]["es"]["n"] == 3
     assert out["by_kind"]["multi_section"]["mrr"] == 0.5
     assert out["misses@5"] == ["c"]
+    assert out["topic_change"]["n"] == 0
+
+
+def test_questions_that_change_topic_are_counted_apart() -> None:
+    """An item with history that is not a follow-up asks about something new (issue 17)."""
+    turns = ({"role": "user", "content": "¿qué es RoBERTa?"}, {"role": "assistant", "content": "Una variante de BERT."})
+    items = [
+        item("new", ["4.4.1"], history=turns),
+        item("fup", ["3.3.3"], history=turns, kind="followup"),
+        item("plain", ["2.1"]),
+    ]
+    rankings = {"new": ["3.3.3", "4.4.1"], "fup": ["3.3.3"], "plain": ["2.1"]}
+    out = retrieval_scores(items, lambda it: rankings[it.id])
+    assert out["topic_change"]["n"] == 1 and out["topic_change"]["hit@1"] == 0.0
+    assert out["topic_change"]["mrr"] == 0.5 and out["by_kind"]["followup"]["hit@1"] == 1.0
 
 
 def test_malformed_lines_are_reported_with_their_number(tmp_path: Path) -> None:
