@@ -84,6 +84,14 @@ def test_follow_up_is_searched_with_the_previous_question(retriever) -> None:
     assert search_query(long_question, history) == long_question
 
 
+RNN_CHAIN = [
+    {"role": "user", "content": "qué es una RNN?"},
+    {"role": "assistant", "content": "Una red neuronal recurrente."},
+    {"role": "user", "content": "y qué problema tienen?"},
+    {"role": "assistant", "content": "El desvanecimiento del gradiente."},
+]
+
+
 def test_follow_up_query_names_what_the_last_answer_was_about() -> None:
     """The topic is what the last answer was searched with (its meta), else the earlier short questions."""
     answered = [
@@ -91,12 +99,7 @@ def test_follow_up_query_names_what_the_last_answer_was_about() -> None:
         {"role": "assistant", "content": "Facebook AI.", "meta": {"kind": "answer", "question": "RoBERTa BERT"}},
     ]
     assert search_query("¿y qué cambió?", answered) == "RoBERTa BERT ¿y qué cambió?"
-    chain = [
-        {"role": "user", "content": "qué es una RNN?"},
-        {"role": "assistant", "content": "Una red neuronal recurrente."},
-        {"role": "user", "content": "y qué problema tienen?"},
-        {"role": "assistant", "content": "El desvanecimiento del gradiente."},
-    ]
+    chain = RNN_CHAIN
     whole = "qué es una RNN? y qué problema tienen? ¿y cómo lo arreglaron?"
     assert search_query("¿y cómo lo arreglaron?", chain) == whole
     refused = [*chain[:3], {"role": "assistant", "content": "No puedo ayudar con eso.", "meta": {"kind": "refusal"}}]
@@ -106,12 +109,7 @@ def test_follow_up_query_names_what_the_last_answer_was_about() -> None:
 def test_a_follow_up_finds_its_section_and_a_new_subject_is_not_pulled_back(retriever) -> None:
     """eval/dev.jsonl es-fup-016 and es-fact-063: the same kind of short question, one about the previous
     topic (LSTMs fixed the RNNs' problem, §1.3) and one on another subject after a turn on prompts."""
-    chain = [
-        {"role": "user", "content": "qué es una RNN?"},
-        {"role": "assistant", "content": "Una red neuronal recurrente."},
-        {"role": "user", "content": "y qué problema tienen?"},
-        {"role": "assistant", "content": "El desvanecimiento del gradiente."},
-    ]
+    chain = RNN_CHAIN
     question = "¿y cómo lo arreglaron?"
     assert retriever.search(search_query(question, chain), 5, question=question)[0].section_id == "1.3"
     prompts = [
@@ -122,6 +120,7 @@ def test_a_follow_up_finds_its_section_and_a_new_subject_is_not_pulled_back(retr
     query = search_query(question, prompts)
     assert query != question  # a short question is searched with the topic...
     assert retriever.search(query, 5, question=question)[0].section_id == "3.3.3"  # ...and with its own words
+    assert retriever.search(search_query("¿?", prompts), 3, question="¿?")  # words only in the topic: no error
 
 
 OVERVIEW_COURSE = """# 1. Compresión de modelos

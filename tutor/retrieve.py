@@ -16,6 +16,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
+
 from tutor.config import Settings
 from tutor.errors import BadQuery
 from tutor.index import Index
@@ -88,8 +90,9 @@ class Retriever:
         k = k or self.settings.top_k
         query = clean_query(query, self.settings.max_query_chars)
         queries = [(query, 1.0)]
-        if question and question.strip() and question.strip() != query and self.profile.question > 0:
-            queries.append((clean_query(question, self.settings.max_query_chars), self.profile.question))
+        own = " ".join(_CONTROL.sub(" ", question or "").split())[: self.settings.max_query_chars]
+        if own != query and re.search(r"\w", own) and self.profile.question > 0:
+            queries.append((own, self.profile.question))
         fused: dict[str, float] = {}
         lexical: list[str] = []
         dense: list[str] = []
@@ -107,7 +110,7 @@ class Retriever:
                 fused[chunk_id] *= self.profile.overview
         return self._passages(fused, lexical, dense, k)
 
-    def _rankings(self, text: str, vector: Any) -> list[tuple[float, list[str]]]:
+    def _rankings(self, text: str, vector: np.ndarray) -> list[tuple[float, list[str]]]:
         """(weight, chunk ids best first) of each list: BM25 and dense chunks first, then the sentence lists."""
         n, p = self.settings.candidates, self.profile
         lists = [(p.bm25, self.index.lexical(text, n)), (p.chunks, self.index.dense(vector, n))]
