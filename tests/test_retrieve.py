@@ -104,6 +104,8 @@ def test_follow_up_query_names_what_the_last_answer_was_about() -> None:
     assert search_query("¿y cómo lo arreglaron?", chain) == whole
     refused = [*chain[:3], {"role": "assistant", "content": "No puedo ayudar con eso.", "meta": {"kind": "refusal"}}]
     assert search_query("¿y cómo lo arreglaron?", refused) == "¿y cómo lo arreglaron?"
+    endless = [{"role": "user", "content": "¿y eso?"}, {"role": "assistant", "content": "Sí."}] * 5000
+    assert len(search_query("¿y?", endless).split()) <= 41  # a topic is its last 40 words, however long the talk
 
 
 def test_a_follow_up_finds_its_section_and_a_new_subject_is_not_pulled_back(retriever) -> None:

@@ -178,16 +178,17 @@ def search_query(question: str, history: Sequence[Mapping[str, Any]] = ()) -> st
 
 
 def _topic(turns: Sequence[Mapping[str, Any]]) -> str:
-    """The last TOPIC_WORDS words of what the conversation is about, before the current message."""
+    """The last TOPIC_WORDS words of what the conversation is about, before the current message: the
+    student's messages from the newest back, while they are short follow-ups, or up to the first one
+    whose answer kept what it was searched with (meta "question"), which already carries its topic."""
     users = [i for i, t in enumerate(turns) if t.get("role") == "user"]
-    if not users:
-        return ""
-    last = users[-1]
-    searched = next(
-        (str((t.get("meta") or {}).get("question") or "") for t in turns[last + 1 :] if t.get("role") == "assistant"),
-        "",
-    )
-    text = searched.strip() or str(turns[last]["content"])
-    if not searched.strip() and len(text.split()) <= FOLLOW_UP_WORDS:
-        text = f"{_topic(turns[:last])} {text}"
-    return " ".join(text.split()[-TOPIC_WORDS:])
+    parts: list[str] = []
+    for position in range(len(users) - 1, -1, -1):
+        start, end = users[position], users[position + 1] if position + 1 < len(users) else len(turns)
+        metas = [t.get("meta") or {} for t in turns[start + 1 : end] if t.get("role") == "assistant"]
+        searched = str(metas[0].get("question") or "").strip() if metas else ""
+        parts.insert(0, searched or str(turns[start]["content"]))
+        words = sum(len(p.split()) for p in parts)
+        if searched or len(parts[0].split()) > FOLLOW_UP_WORDS or words >= TOPIC_WORDS:
+            break
+    return " ".join(" ".join(parts).split()[-TOPIC_WORDS:])
