@@ -50,6 +50,21 @@ def test_metrics_by_hand() -> None:
     assert out["by_language"]["en"]["hit@1"] == 0.0 and out["by_language"]["es"]["n"] == 3
     assert out["by_kind"]["multi_section"]["mrr"] == 0.5
     assert out["misses@5"] == ["c"]
+    assert out["topic_change"]["n"] == 0
+
+
+def test_questions_that_change_topic_are_counted_apart() -> None:
+    """An item with history that is not a follow-up asks about something new (issue 17)."""
+    turns = ({"role": "user", "content": "¿qué es RoBERTa?"}, {"role": "assistant", "content": "Una variante de BERT."})
+    items = [
+        item("new", ["4.4.1"], history=turns),
+        item("fup", ["3.3.3"], history=turns, kind="followup"),
+        item("plain", ["2.1"]),
+    ]
+    rankings = {"new": ["3.3.3", "4.4.1"], "fup": ["3.3.3"], "plain": ["2.1"]}
+    out = retrieval_scores(items, lambda it: rankings[it.id])
+    assert out["topic_change"]["n"] == 1 and out["topic_change"]["hit@1"] == 0.0
+    assert out["topic_change"]["mrr"] == 0.5 and out["by_kind"]["followup"]["hit@1"] == 1.0
 
 
 def test_malformed_lines_are_reported_with_their_number(tmp_path: Path) -> None:
@@ -92,23 +107,25 @@ def test_the_dev_set_is_well_formed_and_covers_every_section() -> None:
 
 @pytest.mark.parametrize(
     ("dataset", "floor"),
-    [(DEV, {"hit@1": 0.75, "hit@5": 0.92}), (HELDOUT, {"hit@1": 0.76, "hit@5": 0.92})],
+    [(DEV, {"hit@1": 0.76, "hit@5": 0.92, "mrr": 0.82}), (HELDOUT, {"hit@1": 0.78, "hit@5": 0.93, "mrr": 0.85})],
     ids=["dev", "heldout"],
 )
 def test_retrieval_does_not_regress(retriever, dataset: Path, floor: dict) -> None:
-    """Measured with the same code as `tutor eval`. Issue 2's targets are hit@1 >= 0.80 and hit@5 >= 0.95;
-    these floors sit just under what the hybrid retriever measured (dev, audited labels: 0.765 / 0.93;
-    held-out: 0.773 / 0.936), so a change that makes retrieval worse fails here. Nothing is tuned on
-    the held-out set: it tells whether a gain on dev holds for new questions."""
+    """Measured with the same code as `tutor eval`. These floors sit just under what the hybrid retriever
+    measured with e5 (issue 17; dev, 233 items with its follow-ups and changes of topic: 0.773 / 0.936 /
+    0.838; held-out: 0.80 / 0.945 / 0.865), so a change that makes retrieval worse fails here. Nothing is
+    tuned on the held-out set: it tells whether a gain on dev holds for new questions."""
     from tutor.retrieve import search_query
 
     data = load_dataset(dataset)
     out = retrieval_scores(
         data.items,
-        lambda it: [p.section_id for p in retriever.search(search_query(it.question, it.history), 5)],
+        lambda it: [
+            p.section_id for p in retriever.search(search_query(it.question, it.history), 5, question=it.question)
+        ],
     )
     assert out["n"] >= 110
-    assert all(out[k] >= v for k, v in floor.items()), {k: out[k] for k in ("hit@1", "hit@5", "misses@5")}
+    assert all(out[k] >= v for k, v in floor.items()), {k: out[k] for k in ("hit@1", "hit@5", "mrr", "misses@5")}
 
 
 def test_the_held_out_set_is_well_formed_and_names_real_sections() -> None:

@@ -43,16 +43,18 @@ def test_a_faithful_paraphrase_is_verified(verifier, passages) -> None:
 @pytest.mark.parametrize(
     ("invented", "why"),
     [
-        ("RoBERTa tiene 10 parámetros y se entrenó en 3 días.", "número"),
-        ("RoBERTa fue desarrollada por Microsoft en 2019.", "nombre"),
-        ("RoBERTa se parece a GPT-5 en todo.", "nombre"),
+        ("RoBERTa tiene 10 parámetros y se entrenó en 3 días.", ("número",)),
+        ("RoBERTa fue desarrollada por Microsoft en 2019.", ("nombre",)),
+        # Both an absent name and an absent number: which reason comes out depends on whether a passage
+        # says "5" anywhere (§3.3's "T5" did, when §3.3 was among the three retrieved).
+        ("RoBERTa se parece a GPT-5 en todo.", ("nombre", "número")),
     ],
 )
-def test_invented_numbers_and_names_are_removed(verifier, passages, invented: str, why: str) -> None:
+def test_invented_numbers_and_names_are_removed(verifier, passages, invented: str, why: tuple[str, ...]) -> None:
     faithful = "RoBERTa es una variante de BERT que fue desarrollada por Facebook AI en 2019."
     verdict = check(verifier, passages, f"{faithful} {invented}")
     assert verdict.kept == (faithful,)
-    assert verdict.removed[0][0] == invented and why in verdict.removed[0][1]
+    assert verdict.removed[0][0] == invented and any(w in verdict.removed[0][1] for w in why)
 
 
 def test_text_off_the_passages_is_not_verified(verifier, passages) -> None:

@@ -246,7 +246,7 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
 
     def ranked(item: EvalItem) -> list[str]:
         query = search_query(item.question, item.history)
-        return [p.section_id for p in retriever.search(query, depth)]
+        return [p.section_id for p in retriever.search(query, depth, question=item.question)]
 
     result = {"n": len(dataset.items), "malformed": len(dataset.errors), "k": args.k}
     result["retrieval"] = retrieval_scores(dataset.items, ranked)
@@ -698,6 +698,9 @@ def _print_eval(result: dict[str, Any]) -> None:
     for group in ("by_language", "by_kind"):
         for name, g in r[group].items():
             print(f"  {name:<14} n={g['n']:<3} hit@1 {g['hit@1']}  hit@5 {g['hit@5']}  MRR {g['mrr']}")
+    if r["topic_change"]["n"]:
+        t = r["topic_change"]
+        print(f"  cambio de tema n={t['n']:<3} hit@1 {t['hit@1']}  hit@5 {t['hit@5']}  MRR {t['mrr']}")
     if r["misses@5"]:
         print("  fallos en el top 5: " + ", ".join(r["misses@5"]))
     if "gate" in result:

@@ -67,13 +67,18 @@ class Settings(BaseSettings):
     candidates: int = Field(
         default=30, ge=5, le=500, description="Candidates taken from each of BM25 and dense before fusion."
     )
-    rrf_k: int = Field(default=20, ge=1, description="Reciprocal-rank fusion constant (20 beat 60 on eval/dev.jsonl).")
+    rrf_k: int = Field(
+        default=20,
+        ge=1,
+        description="Reciprocal-rank fusion constant. Unset, the embedder's profile decides (retrieve.PROFILES: "
+        "20 for e5, which beat 60 on eval/dev.jsonl; 10 for EmbeddingGemma); set, it wins.",
+    )
     use_weight: float = Field(
         default=0.5,
         ge=0.0,
         le=4.0,
-        description="Weight in the fusion of the USE sentence ranking (BM25, e5 chunks and e5 sentences weigh "
-        "1). 0.5 helped both halves of eval/dev.jsonl, 1 did not; 0 ignores it (it is still indexed).",
+        description="Weight in the fusion of the USE sentence ranking. Unset, the embedder's profile decides "
+        "(0.5 beside e5's lists, 0.25 beside EmbeddingGemma's); set, it wins; 0 ignores it (still indexed).",
     )
     chunk_words: int = Field(default=120, ge=20, le=400, description="Target words per chunk.")
     chunk_overlap: int = Field(default=20, ge=0, le=100, description="Words shared by consecutive chunks.")

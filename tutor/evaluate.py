@@ -158,6 +158,8 @@ def retrieval_scores(items: Iterable[EvalItem], ranked: Callable[[EvalItem], Seq
         for item, row in rows:
             groups[getattr(item, attr)].append(row)
         summary[key] = {name: _mean(group) for name, group in sorted(groups.items())}
+    # Questions asked after an exchange on another subject: a follow-up query must not pull them back.
+    summary["topic_change"] = _mean([row for item, row in rows if item.history and item.kind != "followup"])
     summary["misses@5"] = [item.id for item, row in rows if not row["hit@5"]]
     return summary
 

@@ -165,7 +165,7 @@ class Tutor:
         ladder = _socratic_step(turns, message) if mode == "socratic" else 0
         previous = turns[-1].get("meta", {}).get("question") if ladder > 1 else None
         query = previous or search_query(message, turns)
-        passages = tuple(self.retriever.search(query, self.settings.top_k))
+        passages = tuple(self.retriever.search(query, self.settings.top_k, question=None if previous else message))
         timings["retrieve_ms"] = _ms(started)
         plan = replace(plan, query=query, passages=passages, step=ladder)
         if not passages:
