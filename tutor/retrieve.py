@@ -58,9 +58,10 @@ def profile_for(embedder_name: str, settings: Settings) -> Profile:
     TUTOR_RRF_K and TUTOR_USE_WEIGHT, when set, override it."""
     name = embedder_name.lower()
     profile = next((p for key, p in PROFILES.items() if key and key in name), PROFILES[""])
-    chosen = {"rrf_k": settings.rrf_k, "use": settings.use_weight}
-    given = {"rrf_k": "rrf_k", "use": "use_weight"}
-    return replace(profile, **{k: v for k, v in chosen.items() if given[k] in settings.model_fields_set})
+    given = settings.model_fields_set
+    rrf_k = settings.rrf_k if "rrf_k" in given else profile.rrf_k
+    use = settings.use_weight if "use_weight" in given else profile.use
+    return replace(profile, rrf_k=rrf_k, use=use)
 
 
 def clean_query(text: str, max_chars: int) -> str:
