@@ -13,7 +13,6 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "tutor"
 LIMIT = 400
 REASONS = {
-    "cli.py": (760, "argparse for every command and how each prints its result; each command is short glue"),
     "practice/bank.py": (700, "the item rules (definitions, clozes, multiple choice, true/false, compare) share "
                          "one vocabulary and the bank that caches them per section; split the rules out when it grows"),
     "index.py": (560, "ingestion keeps three vector layers in sync and opening self-checks all of them"),

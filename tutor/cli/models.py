@@ -19,7 +19,7 @@ from tutor.config import Settings
 from tutor.errors import TutorError
 
 
-def add_parser(sub: Any) -> None:
+def add_parsers(sub: Any) -> None:
     """The `models` command and its actions, added to the CLI's subparsers."""
     p = sub.add_parser("models", help="catálogo de modelos: list | install | remove | setup | probe")
     actions = p.add_subparsers(dest="models_command", metavar="ACCIÓN", required=True)

@@ -1,0 +1,147 @@
+"""`tutor eval`: retrieval, reply language, gate and answer figures on a dataset, or the verifier on labelled claims."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tutor.cli.common import open_index, open_retriever
+
+if TYPE_CHECKING:
+    from tutor.config import Settings
+    from tutor.evaluate import EvalItem
+    from tutor.index import Index
+
+
+def add_parsers(sub: Any) -> None:
+    """eval: added to the CLI's subparsers."""
+    p = sub.add_parser("eval", help="mide la recuperación sobre un conjunto JSONL, o el verificador (--claims)")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--dataset", type=Path)
+    which.add_argument("--claims", type=Path, help="frases etiquetadas (eval/claims.jsonl): precisión y recall "
+                       "del verificador por parte y por modelo")  # fmt: skip
+    p.add_argument("--k", type=int, default=5)
+    p.add_argument("--json", action="store_true", help="un objeto JSON en stdout")
+    p.add_argument("--generate", action="store_true", help="también responde cada ítem y mide las respuestas")
+    p.add_argument("--limit", type=int, default=None, help="con --generate: solo los N primeros ítems")
+    p.add_argument("--model", choices=["auto", "echo", "none"], default="auto", help="con --generate")
+    p.set_defaults(run=cmd_eval)
+
+
+def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
+    from tutor.evaluate import load_dataset, retrieval_scores
+    from tutor.retrieve import search_query
+
+    if args.claims:
+        return _claims_eval(args, settings)
+    dataset = load_dataset(args.dataset)
+    for error in dataset.errors:
+        print(f"{args.dataset}: {error}", file=sys.stderr)
+    retriever = open_retriever(settings)
+    depth = max(args.k, 5)
+
+    def ranked(item: EvalItem) -> list[str]:
+        query = search_query(item.question, item.history)
+        return [p.section_id for p in retriever.search(query, depth, question=item.question)]
+
+    result = {"n": len(dataset.items), "malformed": len(dataset.errors), "k": args.k}
+    result["retrieval"] = retrieval_scores(dataset.items, ranked)
+    result.update(_gate_eval(dataset.items, retriever.index, settings))
+    if args.generate:
+        result["answers"] = _answer_eval(dataset.items[: args.limit], retriever.index, settings, args.model)
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False))
+    else:
+        _print_eval(result)
+    return 1 if dataset.errors else 0
+
+
+def _claims_eval(args: argparse.Namespace, settings: Settings) -> int:
+    """`tutor eval --claims FILE`: re-run today's verifier on the stored answers (index and embedder, no model)."""
+    from tutor.claims import claims_report, load_claims, summary, verifier_decide
+    from tutor.language import LanguageDetector
+    from tutor.verify import Verifier
+
+    claims = load_claims(args.claims)
+    for error in claims.errors:
+        print(f"{args.claims}: {error}", file=sys.stderr)
+    index = open_index(settings)
+    detector = LanguageDetector()
+    decide, stale = verifier_decide(Verifier(index, detect_language=lambda t: detector.detect(t, ())), index)
+    result = claims_report(claims.items, decide, verifier="tutor.verify.Verifier")
+    result.update(malformed=len(claims.errors), stale_passages=stale())
+    print(json.dumps({"claims": result}, ensure_ascii=False) if args.json else summary(result))
+    return 1 if claims.errors else 0
+
+
+def _gate_eval(items: Sequence[EvalItem], index: Index, settings: Settings) -> dict[str, Any]:
+    """The "language" and "gate" keys of `tutor eval` (issue 4), measured with the shipped gate."""
+    from tutor.evaluate import gate_scores, language_scores
+    from tutor.gate import Gate
+    from tutor.language import LanguageDetector
+
+    detector, gate = LanguageDetector(), Gate.load(index, settings)
+
+    def decide(item: EvalItem) -> tuple[str, str]:
+        decision = gate.check(item.question, detector.detect(item.question, item.history), item.history)
+        return decision.label, decision.reason
+
+    return {
+        "language": language_scores(items, lambda item: detector.detect(item.question, item.history)),
+        "gate": gate_scores(items, decide),
+    }
+
+
+def _answer_eval(items: Sequence[EvalItem], index: Index, settings: Settings, model: str) -> dict[str, Any]:
+    """The "answers" key of `tutor eval --generate` (issue 5): every item answered with its history."""
+    from tqdm import tqdm
+
+    from tutor.evaluate import answer_scores
+    from tutor.language import LanguageDetector
+    from tutor.pipeline import build_tutor
+
+    tutor, notices = build_tutor(settings, model=model, index=index)
+    for notice in notices:
+        print(f"Aviso: {notice}", file=sys.stderr)
+    rows = []
+    for item in tqdm(items, desc="Respondiendo", unit="pregunta", disable=None):
+        final = None
+        for reply in tutor.answer(tutor.plan(item.question, list(item.history))):
+            final = reply
+        assert final is not None, "an answer always ends with a final reply"
+        rows.append((item, final.answer, final.text))
+    detector = LanguageDetector()
+    return answer_scores(rows, lambda text: detector.detect(text, ()))
+
+
+def _print_eval(result: dict[str, Any]) -> None:
+    r = result["retrieval"]
+    print(f"{result['n']} ítems ({result['malformed']} mal formados); recuperación sobre {r['n']}:")
+    print(
+        f"  hit@1 {r['hit@1']}  hit@3 {r['hit@3']}  hit@5 {r['hit@5']}  MRR {r['mrr']}  "
+        f"recall@5 multi-sección {r['all_sections_recall@5']}"
+    )
+    for group in ("by_language", "by_kind"):
+        for name, g in r[group].items():
+            print(f"  {name:<14} n={g['n']:<3} hit@1 {g['hit@1']}  hit@5 {g['hit@5']}  MRR {g['mrr']}")
+    if r["topic_change"]["n"]:
+        t = r["topic_change"]
+        print(f"  cambio de tema n={t['n']:<3} hit@1 {t['hit@1']}  hit@5 {t['hit@5']}  MRR {t['mrr']}")
+    if r["misses@5"]:
+        print("  fallos en el top 5: " + ", ".join(r["misses@5"]))
+    if "gate" in result:
+        g, lang = result["gate"], result["language"]
+        print(f"Idioma: exactitud {lang['accuracy']} (n={lang['n']}), "
+              f"mensajes de ≤3 palabras {lang['short_accuracy']}")  # fmt: skip
+        print(
+            f"Filtro: exactitud {g['accuracy']} (n={g['n']}), falsos rechazos {g['false_refusal_rate']}, "
+            f"recall inseguro {g['unsafe_recall']}, recall fuera de tema {g['off_topic_recall']}"
+        )
+        for gold, row in g["confusion"].items():
+            print(f"  {gold:<10} → " + "  ".join(f"{pred} {n}" for pred, n in row.items()))
+        for name, f in g["by_family"].items():  # reason: the reply fits the family (e.g. role-play → injection)
+            print(f"  familia {name:<16} n={f['n']:<3} exactitud {f['accuracy']}  motivo {f['reason_accuracy']}")
