@@ -185,7 +185,9 @@ def _wait_gone(pid: int) -> None:
 
 
 def _zombie(pid: int) -> bool:
+    """Every thread has exited: a leader shows Z while its other threads still close the socket."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")
-    except OSError:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+        return all((task / "stat").read_text().split(") ")[1].startswith(("Z", "X")) for task in tasks)
+    except (OSError, IndexError):
         return True
