@@ -253,16 +253,9 @@ def verifier_decide(verifier: Any, index: Any) -> tuple[Decide, Callable[[], int
     index (a changed course: the verifier then sees the stored text with no indexed sentences)."""
     stale: set[str] = set()
 
-    def passage(p: ClaimPassage) -> Passage:
-        chunk = index.chunks.get(p.chunk_id)
-        if chunk is None or chunk.text != p.text:
-            stale.add(p.chunk_id)
-            chunk = Chunk(p.chunk_id, "", p.section_id, p.title, 0, p.text, "")
-        return Passage(chunk, 0.0, None, None)
-
     def decide(group: Sequence[Claim]) -> list[bool]:
         first = group[0]
-        verdict = verifier.check(first.answer, question=first.question, passages=[passage(p) for p in first.passages],
+        verdict = verifier.check(first.answer, question=first.question, passages=stored_passages(first, index, stale),
                                  language=first.language, prompt=first.prompt)  # fmt: skip
         kept = Counter(verdict.kept) if verdict.verified else Counter()
         out = []
@@ -272,6 +265,40 @@ def verifier_decide(verifier: Any, index: Any) -> tuple[Decide, Callable[[], int
         return out
 
     return decide, lambda: len(stale)
+
+
+def stored_passages(claim: Claim, index: Any, stale: set[str]) -> list[Passage]:
+    """The passages a claim was checked against, as the index holds them (or as stored, noted in `stale`)."""
+    out = []
+    for p in claim.passages:
+        chunk = index.chunks.get(p.chunk_id)
+        if chunk is None or chunk.text != p.text:
+            stale.add(p.chunk_id)
+            chunk = Chunk(p.chunk_id, "", p.section_id, p.title, 0, p.text, "")
+        out.append(Passage(chunk, 0.0, None, None))
+    return out
+
+
+def labelled_evidence(items: Sequence[Claim], verifier: Any, index: Any) -> tuple[list[Any], int]:
+    """What the verifier measures of each labelled claim (tutor.meaning.Labelled rows: not_a_claim items and
+    replies refused as a whole are left out), and how many claims it split differently (also left out)."""
+    from tutor.meaning import Labelled
+
+    rows, unmatched, stale = [], 0, set[str]()
+    for group in answers(items):
+        first = group[0]
+        got = verifier.assess(first.answer, question=first.question, passages=stored_passages(first, index, stale),
+                              language=first.language, prompt=first.prompt)  # fmt: skip
+        if not isinstance(got, list):
+            continue
+        by_sentence = {e.sentence: e for e in got}
+        for claim in group:
+            evidence = by_sentence.get(claim.sentence)
+            if evidence is None:
+                unmatched += 1
+            elif claim.label != "not_a_claim":
+                rows.append(Labelled(evidence, claim.label == "supported", claim.question_id, claim.answer_id))
+    return rows, unmatched
 
 
 def summary(result: dict[str, Any]) -> str:

@@ -7,7 +7,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from tutor.cli.common import open_index, open_retriever
 
@@ -29,7 +29,19 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--generate", action="store_true", help="también responde cada ítem y mide las respuestas")
     p.add_argument("--limit", type=int, default=None, help="con --generate: solo los N primeros ítems")
     p.add_argument("--model", choices=["auto", "echo", "none"], default="auto", help="con --generate")
+    p.add_argument(
+        "--verifier",
+        choices=["auto", "lexical"],
+        default="auto",
+        help="con --claims: la comprobación de sentido del embebedor si la hay (auto), o las reglas léxicas",
+    )
     p.set_defaults(run=cmd_eval)
+
+    p = sub.add_parser("verifier", help="'tutor verifier train': ajusta la comprobación de sentido del verificador")
+    p.add_argument("action", choices=["train"])
+    p.add_argument("--claims", type=Path, default=Path("eval/claims.jsonl"), help="frases etiquetadas (parte tune)")
+    p.add_argument("--out", type=Path, help="archivo del modelo (por defecto, el del paquete para este embebedor)")
+    p.set_defaults(run=cmd_verifier)
 
 
 def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
@@ -71,10 +83,41 @@ def _claims_eval(args: argparse.Namespace, settings: Settings) -> int:
         print(f"{args.claims}: {error}", file=sys.stderr)
     index = open_index(settings)
     detector = LanguageDetector()
-    decide, stale = verifier_decide(Verifier(index, detect_language=lambda t: detector.detect(t, ())), index)
-    result = claims_report(claims.items, decide, verifier="tutor.verify.Verifier")
+    meaning: Literal["auto"] | None = None if args.verifier == "lexical" else "auto"
+    verifier = Verifier(index, detect_language=lambda t: detector.detect(t, ()), meaning=meaning)
+    decide, stale = verifier_decide(verifier, index)
+    name = "lexical" if verifier.meaning is None else f"meaning (umbral {verifier.meaning.threshold})"
+    result = claims_report(claims.items, decide, verifier=f"tutor.verify.Verifier: {name}")
     result.update(malformed=len(claims.errors), stale_passages=stale())
     print(json.dumps({"claims": result}, ensure_ascii=False) if args.json else summary(result))
+    return 1 if claims.errors else 0
+
+
+def cmd_verifier(args: argparse.Namespace, settings: Settings) -> int:
+    """`tutor verifier train`: fit the meaning check on the claims' tuning part, for the configured embedder."""
+    from tutor.claims import labelled_evidence, load_claims
+    from tutor.language import LanguageDetector
+    from tutor.meaning import fit, model_path
+    from tutor.verify import Verifier
+
+    claims = load_claims(args.claims)
+    for error in claims.errors:
+        print(f"{args.claims}: {error}", file=sys.stderr)
+    tune = [c for c in claims.items if c.split == "tune"]  # the held-apart part is never seen here
+    if not tune:
+        print(f"{args.claims}: no hay frases de la parte «tune» con las que ajustar.", file=sys.stderr)
+        return 1
+    index = open_index(settings)
+    detector = LanguageDetector()
+    lexical = Verifier(index, detect_language=lambda t: detector.detect(t, ()), meaning=None)
+    rows, unmatched = labelled_evidence(tune, lexical, index)
+    model = fit(rows, index.embedder.name, min_kept_share=lexical.min_kept_share)
+    out = args.out or model_path(index.embedder.name)
+    model.save(out)
+    figures = model.meta["cross_validation"]
+    print(f"{len(rows)} frases de la parte tune ({unmatched} no coinciden con la división en frases de hoy); "
+          f"umbral {model.threshold}. Validación cruzada por pregunta: sentido {figures['meaning']}, "
+          f"reglas léxicas {figures['lexical']}.\nModelo guardado en {out}")  # fmt: skip
     return 1 if claims.errors else 0
 
 

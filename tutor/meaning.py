@@ -1,0 +1,242 @@
+"""The meaning check: does a generated sentence say what the course passages say?
+
+The lexical rules of verify.py each look at one thing (similarity, shared words, names, numbers, the
+subject) and a sentence passes when it clears every bar. On labelled sentences (eval/claims.jsonl) the
+bars alone let through as many inventions as they stop correct paraphrases. Here the same measurements,
+and a few that look for meaning flipped in the course's own words (a negation the passage does not
+have, "alta" where the passage says "baja", a model name the passage sentence does not mention), are
+weighed by a logistic regression fitted on the claims set's tuning part. Its threshold is the highest
+that keeps at least the lexical rules' recall on cross-validated tuning predictions, so the check
+trades no correct sentences for the inventions it stops. A number or a name the passages do not have
+drops a sentence whatever its score ("GPT-3 tiene 10 parámetros").
+
+Input: an Evidence per sentence (what the verifier measured against the passages). Output: a score in
+[0, 1], the model's probability that the sentence is supported. A model belongs to the embedder whose
+similarities it was fitted on; for another embedder there is none and the verifier stays lexical.
+
+    >>> Evidence("La perplejidad alta es mejor.", ("Un valor más bajo sugiere un mejor rendimiento.",),
+    ...          (0.9,), 0.8, "Un valor más bajo sugiere un mejor rendimiento.", "es", None, 0, 1).flips()
+    (False, True)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tutor.text import fold, stems, subject, words, write_atomic
+
+DATA_DIR = Path(__file__).resolve().parent / "meaning_data"
+FORMAT = 1
+SEED = 0
+
+FEATURES = (
+    "similarity",  # cosine with the most similar passage sentence
+    "similarity_gap",  # best minus third best: one clear source, or many vague ones
+    "question_similarity",
+    "words_in_passages",  # share of the sentence's stems found in the passages or the question
+    "words_in_best",  # ... in the most similar passage sentence
+    "words_in_best3",  # ... in the three most similar
+    "best_covered",  # share of the most similar passage sentence's stems the sentence repeats
+    "number_missing",
+    "name_missing",  # a name or acronym absent from the passages
+    "name_not_in_best",  # ... absent from the three most similar passage sentences
+    "negation_flipped",
+    "opposite_word",  # "alta" where the passage sentence says "baja"
+    "subject_missing",  # share of the subject's words absent from the passages (Spanish replies)
+    "log_words",
+    "foreign_reply",  # the reply is not in the course's language: no shared words to expect
+    "lexical_pass",  # the lexical rules kept it
+    "position",  # 0 for the first sentence, 1 for the last
+)
+_NEGATIONS = frozenset("no nunca sin ni jamas not never without nao nem ne pas non nicht kein keine".split())
+_OPPOSITES = (
+    ("alto", "bajo"), ("alta", "baja"), ("altos", "bajos"), ("mas", "menos"), ("mayor", "menor"),
+    ("mejor", "peor"), ("aumenta", "disminuye"), ("aumentar", "reducir"), ("grande", "pequeno"),
+    ("grandes", "pequenos"), ("facil", "dificil"), ("rapido", "lento"), ("simple", "complejo"),
+    ("antes", "despues"), ("higher", "lower"), ("more", "less"), ("better", "worse"),
+)  # fmt: skip
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+# Acronyms and model names (BERT, GPT-3, T5, RoBERTa) and capitalised words inside a sentence.
+NAME = re.compile(r"\b[A-ZÁÉÍÓÚÑ][\w-]*[A-Z0-9][\w-]*\b|(?<=[a-záéíóúñ,;:] )[A-ZÁÉÍÓÚÑ][a-záéíóúñ]+\b")
+
+
+def missing_number(sentence: str, source: str) -> str | None:
+    """The first number of the sentence the source does not have ("10" is not in "2010"), or None."""
+    for number in _NUMBER.findall(sentence):
+        if not re.search(rf"(?<![\d.,]){re.escape(number)}(?![\d]|[.,]\d)", source):
+            return number
+    return None
+
+
+def missing_name(sentence: str, source_folded: str) -> str | None:
+    """The first name or acronym of the sentence absent from the (folded) source, or None."""
+    return next((name for name in NAME.findall(sentence) if fold(name) not in source_folded), None)
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What the verifier measured for one sentence of a reply."""
+
+    sentence: str
+    best: tuple[str, ...]  # the most similar passage sentences, best first (up to three)
+    similarities: tuple[float, ...]  # their cosines with the sentence
+    question_similarity: float
+    source: str  # the passages' text and the question
+    language: str  # the reply's language
+    lexical_reason: str | None  # why the lexical rules would drop it; None if they keep it
+    position: int
+    count: int  # sentences in the reply
+    invented: str | None = None  # a number or name the passages lack, or the tutor's instructions: always dropped
+
+    def flips(self) -> tuple[bool, bool]:
+        """(a negation the best passage sentence lacks or has alone, a word whose opposite it says)."""
+        mine, theirs = words(self.sentence), words(self.best[0]) if self.best else []
+        negation = sum(w in _NEGATIONS for w in mine) % 2 != sum(w in _NEGATIONS for w in theirs) % 2
+        opposite = any(
+            (a in mine and a not in theirs and b in theirs) or (b in mine and b not in theirs and a in theirs)
+            for a, b in _OPPOSITES
+        )
+        return negation, opposite
+
+    def vector(self) -> list[float]:
+        """The features, in the order of FEATURES."""
+        own = stems(self.sentence)
+        source, best = set(stems(self.source)), set(stems(self.best[0])) if self.best else set()
+        best3 = set(stems(" ".join(self.best)))
+        sims = [*self.similarities, 0.0, 0.0, 0.0]
+        source_folded, best_folded = fold(self.source), fold(" ".join(self.best))
+        topic = subject(self.sentence) if self.language == "es" else []
+        negation, opposite = self.flips()
+        return [
+            sims[0], sims[0] - sims[2], self.question_similarity,
+            _share(own, source), _share(own, best), _share(own, best3),
+            len(best & set(own)) / len(best) if best else 0.0,
+            float(missing_number(self.sentence, self.source) is not None),
+            float(missing_name(self.sentence, source_folded) is not None),
+            float(missing_name(self.sentence, best_folded) is not None),
+            float(negation), float(opposite),
+            sum(w not in source_folded for w in topic) / len(topic) if topic else 0.0,
+            math.log(max(1, len(self.sentence.split()))), float(self.language != "es"),
+            float(self.lexical_reason is None), self.position / max(1, self.count - 1),
+        ]  # fmt: skip
+
+
+def _share(words: Sequence[str], known: set[str]) -> float:
+    return sum(w in known for w in words) / len(words) if words else 0.0
+
+
+@dataclass
+class MeaningModel:
+    """A standardised logistic regression over FEATURES, and the score a sentence needs to be kept."""
+
+    embedder: str
+    mean: np.ndarray
+    scale: np.ndarray
+    coef: np.ndarray
+    intercept: float
+    threshold: float
+    meta: dict[str, Any] = field(default_factory=dict)  # data hash, cross-validated figures
+
+    def score(self, evidence: Evidence) -> float:
+        z = (np.asarray(evidence.vector()) - self.mean) / self.scale
+        return float(1.0 / (1.0 + math.exp(-(float(z @ self.coef) + self.intercept))))
+
+    def supported(self, evidence: Evidence) -> bool:
+        return evidence.invented is None and self.score(evidence) >= self.threshold
+
+    def save(self, path: Path) -> None:
+        data = {
+            "format": FORMAT, "embedder": self.embedder, "features": list(FEATURES), "mean": self.mean.tolist(),
+            "scale": self.scale.tolist(), "coef": self.coef.tolist(), "intercept": self.intercept,
+            "threshold": self.threshold, **self.meta,
+        }  # fmt: skip
+        write_atomic(path, json.dumps(data, ensure_ascii=False, indent=1) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> MeaningModel | None:
+        """The model in `path`, or None when there is none or it was made for other features."""
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if data.get("format") != FORMAT or data.get("features") != list(FEATURES):
+            return None
+        known = {"format", "embedder", "features", "mean", "scale", "coef", "intercept", "threshold"}
+        return cls(
+            data["embedder"], np.asarray(data["mean"]), np.asarray(data["scale"]), np.asarray(data["coef"]),
+            float(data["intercept"]), float(data["threshold"]), {k: v for k, v in data.items() if k not in known},
+        )  # fmt: skip
+
+
+def model_path(embedder_name: str, folder: Path = DATA_DIR) -> Path:
+    """Where the meaning model fitted on this embedder's similarities lives."""
+    return folder / (re.sub(r"[^\w.-]+", "-", embedder_name).strip("-") + ".json")
+
+
+def load_for(embedder_name: str, folder: Path = DATA_DIR) -> MeaningModel | None:
+    model = MeaningModel.load(model_path(embedder_name, folder))
+    return model if model is not None and model.embedder == embedder_name else None
+
+
+@dataclass(frozen=True)
+class Labelled:
+    evidence: Evidence
+    supported: bool
+    group: str  # the question: cross-validation folds never split one
+    answer: str  # the reply it belongs to (the threshold is chosen on whole replies)
+
+
+def fit(rows: Sequence[Labelled], embedder: str, *, min_kept_share: float = 0.5) -> MeaningModel:
+    """Fit on every row after choosing the threshold on cross-validated predictions (5 folds by question):
+    the highest threshold whose replies keep at least the lexical rules' recall."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GroupKFold, cross_val_predict
+
+    x = np.asarray([r.evidence.vector() for r in rows], dtype=float)
+    y = np.asarray([r.supported for r in rows])
+    mean, scale = x.mean(axis=0), x.std(axis=0)
+    scale[scale == 0] = 1.0
+    z = (x - mean) / scale
+    classifier = LogisticRegression(C=1.0, max_iter=2000, random_state=SEED)
+    folds = GroupKFold(n_splits=5)
+    probs = cross_val_predict(classifier, z, y, groups=[r.group for r in rows], cv=folds, method="predict_proba")[:, 1]
+    lexical = reply_figures(rows, [r.evidence.lexical_reason is None for r in rows], min_kept_share)
+    clean = np.asarray([r.evidence.invented is None for r in rows])
+    threshold, figures = 0.5, reply_figures(rows, list(clean & (probs >= 0.5)), min_kept_share)
+    for candidate in np.arange(0.30, 0.91, 0.05):
+        got = reply_figures(rows, list(clean & (probs >= candidate)), min_kept_share)
+        if got["recall"] >= lexical["recall"]:
+            threshold, figures = round(float(candidate), 2), got
+    classifier.fit(z, y)
+    return MeaningModel(
+        embedder, mean, scale, classifier.coef_[0], float(classifier.intercept_[0]), threshold,
+        {"examples": len(rows), "cross_validation": {"meaning": figures, "lexical": lexical}},
+    )  # fmt: skip
+
+
+def reply_figures(rows: Sequence[Labelled], keep: Sequence[bool], min_kept_share: float) -> dict[str, float]:
+    """Precision and recall of what a student would see: a reply's kept sentences, when they are at least
+    `min_kept_share` of its words (as verify.py decides)."""
+    by_reply: dict[str, list[int]] = {}
+    for i, row in enumerate(rows):
+        by_reply.setdefault(row.answer, []).append(i)
+    shown = [False] * len(rows)
+    for members in by_reply.values():
+        words = [len(rows[i].evidence.sentence.split()) for i in members]
+        kept = sum(w for w, i in zip(words, members) if keep[i])
+        if kept and kept >= min_kept_share * sum(words):
+            for i in members:
+                shown[i] = bool(keep[i])
+    passed = sum(shown)
+    right = sum(s and r.supported for s, r in zip(shown, rows))
+    supported = sum(r.supported for r in rows)
+    return {"precision": round(right / passed, 4) if passed else 0.0,
+            "recall": round(right / supported, 4) if supported else 0.0}  # fmt: skip
