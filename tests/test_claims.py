@@ -58,6 +58,20 @@ def test_malformed_and_inconsistent_lines_are_reported_with_their_number(tmp_pat
     assert "nota" in data.errors[2] and "línea 1" in data.errors[3] and "tune" in data.errors[4]
 
 
+def test_passages_and_prompt_are_given_once_per_answer(tmp_path: Path) -> None:
+    """Later lines of an answer inherit its first line's passages and prompt; a line that gives other
+    ones is inconsistent, and the first line of an answer must give its passages."""
+    first = claim("a1", "m/q1", 0, "Uno.", "supported", prompt="Contexto: …")
+    later = {k: v for k, v in claim("a2", "m/q1", 1, "Dos.", "supported").items() if k not in ("passages", "prompt")}
+    other = claim("a3", "m/q1", 2, "Tres.", "supported", passages=[{**PASSAGE, "text": "Otro."}], prompt="Contexto: …")
+    orphan = {k: v for k, v in claim("b1", "n/q2", 0, "Uno.", "supported").items() if k != "passages"}
+    data = load_claims(write(tmp_path / "c.jsonl", [first, later, other, orphan]))
+    assert [c.id for c in data.items] == ["a1", "a2"]
+    assert data.items[1].passages == data.items[0].passages and data.items[1].prompt == "Contexto: …"
+    assert [e.split(":")[0] for e in data.errors] == ["línea 3", "línea 4"]
+    assert "passages" in data.errors[0] and "passages" in data.errors[1]
+
+
 def test_a_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="No existe"):
         load_claims(tmp_path / "none.jsonl")
@@ -142,3 +156,4 @@ def test_the_claims_set_is_well_formed() -> None:
     assert any(c.source == "issue" for c in items)
     for group in answers(items):
         assert [c.position for c in group] == list(range(len(group))), group[0].answer_id
+    assert CLAIMS.stat().st_size < 5 * 2**20, "passages and prompt once per answer (eval/README.md)"

@@ -88,7 +88,7 @@ def load_claims(path: Path) -> ClaimSet:
     seen: set[str] = set()
     for number, raw in read_jsonl(path, out.errors, noun="el archivo de afirmaciones"):
         try:
-            claim = _parse(raw)
+            claim = _parse(_inherit(raw, answers))
             _consistent(claim, answers.get(claim.answer_id), parts, seen)
         except ValueError as exc:
             out.errors.append(f"línea {number}: {exc}")
@@ -98,6 +98,21 @@ def load_claims(path: Path) -> ClaimSet:
         parts.setdefault(claim.question_id, claim.split)
         out.items.append(claim)
     return out
+
+
+# Given once per answer, on its first line; the answer's later lines may leave them out (the file would
+# otherwise repeat ~5 passages and the prompt on every sentence).
+_PER_ANSWER = ("passages", "prompt")
+
+
+def _inherit(raw: Any, answers: dict[str, tuple[int, Claim]]) -> Any:
+    """The line with what it leaves out of _PER_ANSWER taken from its answer's first line."""
+    answer_id = raw.get("answer_id") if isinstance(raw, dict) else None
+    if not isinstance(answer_id, str) or (first := answers.get(answer_id)) is None:
+        return raw
+    claim = first[1]
+    inherited = {"passages": [vars(p) for p in claim.passages], "prompt": claim.prompt}
+    return {**{k: inherited[k] for k in _PER_ANSWER if k not in raw}, **raw}
 
 
 def _consistent(claim: Claim, first: tuple[int, Claim] | None, parts: dict[str, str], seen: set[str]) -> None:
