@@ -86,6 +86,23 @@ def test_a_name_the_course_never_uses_marks_the_question_related(gate, text: str
     assert ("el curso no nombra" in decision.rule) == (reason == "related")
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "What does Adam do differently from plain SGD?",  # far from every chunk, named by §4.5.2
+        "O que é o Adam e por que é tão usado?",
+        "What is the difference between SGD and Adam?",
+    ],
+)
+def test_a_term_one_section_is_about_keeps_the_question_in_the_course(gate, text: str) -> None:
+    decision = gate.check(text, "en")
+    assert (decision.label, decision.reason) == ("on_topic", "course"), decision
+    assert "Adam" in gate.course_terms(text) or "SGD" in gate.course_terms(text)
+    # a term of the course does not hide one it never names, and common ones say nothing
+    assert gate.check("¿Qué es LoRA comparado con SGD?", "es").reason == "related"
+    assert gate.course_terms("how do teachers tell whether an essay was written by AI?") == []
+
+
 def test_a_follow_up_is_judged_with_its_history(gate) -> None:
     alone = gate.check("y eso quién lo hizo?", "es", [])
     followed = gate.check("y eso quién lo hizo?", "es", GPT)
