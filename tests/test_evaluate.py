@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tutor.evaluate import EvalItem, load_dataset, retrieval_scores, section_hits
+from tutor.evaluate import EvalItem, load_dataset, retrieval_scores, section_hits, spread
 
 DEV = Path(__file__).resolve().parent.parent / "eval" / "dev.jsonl"
 HELDOUT = DEV.with_name("heldout.jsonl")
@@ -25,6 +25,15 @@ def item(i: str, sections: list[str], **kw) -> EvalItem:
 )
 def test_section_hits(retrieved: str, expected: str, hit: bool) -> None:
     assert section_hits(retrieved, expected) is hit
+
+
+def test_a_limited_run_spreads_over_the_whole_set() -> None:
+    """`tutor eval --generate --limit N` answers N items from every part of a file grouped by kind."""
+    items = [f"{kind}-{n}" for kind in ("fact", "conc", "fup") for n in range(4)]
+    assert spread(items, 3) == ["fact-0", "conc-0", "fup-0"]
+    assert spread(items, 6) == ["fact-0", "fact-2", "conc-0", "conc-2", "fup-0", "fup-2"]
+    assert spread(items, None) == items == spread(items, 40)
+    assert spread(items, 0) == []
 
 
 def test_metrics_by_hand() -> None:

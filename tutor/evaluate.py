@@ -12,7 +12,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from tutor.errors import DatasetError
 
@@ -242,6 +242,21 @@ def _grouped(
         name: {"n": len(g), "accuracy": _share([ok for ok, _ in g]), "reason_accuracy": _share([r for _, r in g])}
         for name, g in sorted(groups.items())
     }
+
+
+T = TypeVar("T")
+
+
+def spread(items: Sequence[T], n: int | None) -> list[T]:
+    """n items evenly spaced over the sequence (a file grouped by kind or language keeps its mix), in
+    order; all of them when n is None or not smaller.
+
+    >>> spread(list("abcdefghij"), 3)
+    ['a', 'd', 'g']
+    """
+    if n is None or n >= len(items):
+        return list(items)
+    return [items[i * len(items) // n] for i in range(max(n, 0))]
 
 
 def answer_scores(rows: Sequence[tuple[EvalItem, Any, str]], detect: Callable[[str], str]) -> dict[str, Any]:

@@ -27,7 +27,8 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--k", type=int, default=5)
     p.add_argument("--json", action="store_true", help="un objeto JSON en stdout")
     p.add_argument("--generate", action="store_true", help="también responde cada ítem y mide las respuestas")
-    p.add_argument("--limit", type=int, default=None, help="con --generate: solo los N primeros ítems")
+    p.add_argument("--limit", type=int, default=None,
+                   help="con --generate: solo N ítems, repartidos por todo el conjunto")  # fmt: skip
     p.add_argument("--model", choices=["auto", "echo", "none"], default="auto", help="con --generate")
     p.add_argument(
         "--verifier",
@@ -45,7 +46,7 @@ def add_parsers(sub: Any) -> None:
 
 
 def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
-    from tutor.evaluate import load_dataset, retrieval_scores
+    from tutor.evaluate import load_dataset, retrieval_scores, spread
     from tutor.retrieve import search_query
 
     if args.claims:
@@ -64,7 +65,8 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
     result["retrieval"] = retrieval_scores(dataset.items, ranked)
     result.update(_gate_eval(dataset.items, retriever.index, settings))
     if args.generate:
-        result["answers"] = _answer_eval(dataset.items[: args.limit], retriever.index, settings, args.model)
+        items = spread(dataset.items, args.limit)
+        result["answers"] = _answer_eval(items, retriever.index, settings, args.model)
     if args.json:
         print(json.dumps(result, ensure_ascii=False))
     else:
