@@ -34,3 +34,35 @@ def test_an_invented_number_is_dropped_whatever_the_score(course_index, retrieve
     verdict = verifier.check("GPT-3 tiene 10 parámetros y genera texto.", question="¿cuántos parámetros tiene GPT-3?",
                              passages=passages, language="es")  # fmt: skip
     assert not verdict.kept and "número ausente del curso: 10" in verdict.removed[0][1]
+
+
+def test_the_meaning_module_examples_hold() -> None:
+    import doctest
+
+    import tutor.meaning
+
+    failures, tried = doctest.testmod(tutor.meaning)
+    assert tried >= 3 and failures == 0
+
+
+def test_the_course_turned_round_is_dropped_whatever_the_score(course_index, retriever) -> None:
+    """Issue 18's cases: the perplexity said high where the course says low (§4.4.1), and BERT given
+    RoBERTa's dynamic masking (§3.3.3), each in the course's own words."""
+    verifier = Verifier(course_index)
+    cases = [
+        (QUESTION, "La perplejidad interesa que sea alta, porque un valor alto sugiere un mejor rendimiento.",
+         "contrario"),
+        ("¿qué mejoras introdujo RoBERTa respecto a BERT?",
+         "BERT usa una estrategia de enmascaramiento dinámico, donde las palabras enmascaradas cambian en cada época.",
+         "atribuye a bert"),
+    ]  # fmt: skip
+    for question, sentence, reason in cases:
+        passages = retriever.search(question, 5)
+        verdict = verifier.check(sentence, question=question, passages=passages, language="es")
+        assert not verdict.kept and reason in verdict.removed[0][1], verdict
+    right = (
+        "RoBERTa usa una estrategia de enmascaramiento dinámico, donde las palabras enmascaradas cambian en cada época."
+    )
+    question = "¿qué mejoras introdujo RoBERTa respecto a BERT?"
+    evidence = verifier.assess(right, question=question, passages=retriever.search(question, 5), language="es")
+    assert isinstance(evidence, list) and evidence[0].invented is None
