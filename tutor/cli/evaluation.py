@@ -160,7 +160,10 @@ def _answer_eval(items: Sequence[EvalItem], index: Index, settings: Settings, mo
         assert final is not None, "an answer always ends with a final reply"
         rows.append((item, final.answer, final.text))
     detector = LanguageDetector()
-    return answer_scores(rows, lambda text: detector.detect(text, ()))
+    scores = answer_scores(rows, lambda text: detector.detect(text, ()))
+    # Which set answered: figures from two runs are compared side by side (README, "Models").
+    generator = tutor.model.info().name if tutor.model is not None else "ninguno (solo citas del curso)"
+    return {"generator": generator, "embedder": index.embedder.name, **scores}
 
 
 def _print_eval(result: dict[str, Any]) -> None:
@@ -190,3 +193,9 @@ def _print_eval(result: dict[str, Any]) -> None:
             print(f"  {gold:<10} → " + "  ".join(f"{pred} {n}" for pred, n in row.items()))
         for name, f in g["by_family"].items():  # reason: the reply fits the family (e.g. role-play → injection)
             print(f"  familia {name:<16} n={f['n']:<3} exactitud {f['accuracy']}  motivo {f['reason_accuracy']}")
+    if "answers" in result:
+        a = result["answers"]
+        print(f"Respuestas ({a['n']} ítems; generador {a['generator']}, embebedor {a['embedder']}):")
+        for key, value in a.items():
+            if key not in ("n", "generator", "embedder"):
+                print(f"  {key:<28} {value}")
