@@ -106,7 +106,8 @@ def models_named(text: str) -> set[str]:
 def contradiction(sentence: str, passage_sentence: str) -> str | None:
     """Why the sentence contradicts the passage sentence it most resembles, in the course's own words,
     or None: a word whose opposite it says, or a model given what it says of another one.
-    On eval/claims.jsonl (e5) these caught 10 unsupported sentences and no supported one.
+    Of the 480 labelled claims of eval/claims.jsonl (e5), these catch 8 unsupported sentences (4 in each
+    part) and no supported one.
 
     >>> contradiction("BERT utiliza una estrategia de enmascaramiento dinámico.",
     ...               "RoBERTa usa una estrategia de enmascaramiento dinámico.")
