@@ -266,7 +266,7 @@ def fit(rows: Sequence[Labelled], embedder: str, *, min_kept_share: float = 0.5)
     lexical = reply_figures(rows, [r.evidence.lexical_reason is None for r in rows], min_kept_share)
     clean = np.asarray([r.evidence.invented is None for r in rows])
     threshold, figures = 0.5, reply_figures(rows, list(clean & (probs >= 0.5)), min_kept_share)
-    for candidate in np.arange(0.30, 0.91, 0.05):
+    for candidate in np.arange(0.05, 0.91, 0.05):
         got = reply_figures(rows, list(clean & (probs >= candidate)), min_kept_share)
         if got["recall"] >= lexical["recall"]:
             threshold, figures = round(float(candidate), 2), got
