@@ -82,16 +82,21 @@ def test_a_folder_in_tutor_embedder_gets_the_adapter_and_auto_precision(tiny_gem
     assert embed_precision(Settings(data_dir=tmp_path, embed_precision="float32")) == "float32"
 
 
+def one_section_course(tmp_path: Path) -> Settings:
+    """Settings over a course of one section, with its data folder, in tmp_path."""
+    knowledge = tmp_path / "knowledge"
+    knowledge.mkdir()
+    (knowledge / "curso.md").write_text("# 1. Curso\n\n## 1.1. BERT\n\nBERT lee el texto en ambas direcciones.\n")
+    return Settings(data_dir=tmp_path / "data", knowledge_dir=knowledge)
+
+
 def test_changing_the_precision_rebuilds_the_index_and_the_verifier_uses_its_bar(
     tiny_gemma: Path, tmp_path: Path
 ) -> None:
     from tutor.errors import IndexNotReady
     from tutor.index import Index, ingest
 
-    knowledge = tmp_path / "knowledge"
-    knowledge.mkdir()
-    (knowledge / "curso.md").write_text("# 1. Curso\n\n## 1.1. BERT\n\nBERT lee el texto en ambas direcciones.\n")
-    settings = Settings(data_dir=tmp_path / "data", knowledge_dir=knowledge)
+    settings = one_section_course(tmp_path)
     full = EmbeddingGemmaEmbedder(tiny_gemma, precision="float32", threads=1)
     ingest(settings, full, progress=False)
     from tutor.verify import Verifier
@@ -114,10 +119,7 @@ def test_chunks_are_embedded_with_their_section_title_and_an_untitled_index_is_r
     from tutor.errors import IndexNotReady
     from tutor.index import Index, ingest
 
-    knowledge = tmp_path / "knowledge"
-    knowledge.mkdir()
-    (knowledge / "curso.md").write_text("# 1. Curso\n\n## 1.1. BERT\n\nBERT lee el texto en ambas direcciones.\n")
-    settings = Settings(data_dir=tmp_path / "data", knowledge_dir=knowledge)
+    settings = one_section_course(tmp_path)
     embedder = EmbeddingGemmaEmbedder(tiny_gemma, precision="float32", threads=1)
     ingest(settings, embedder, progress=False)
     index = Index.open(settings, embedder)

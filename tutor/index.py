@@ -68,10 +68,9 @@ class _Record:
 
 def _embed(embedder: Embedder, records: list[_Record]) -> np.ndarray:
     """The records' vectors, in the form the index is bound to (embed.document_form)."""
-    titled = getattr(embedder, "embed_titled", None)
     pairs = [(r.title, r.document) for r in records if r.title is not None]
-    if titled is not None and len(pairs) == len(records):  # a batch is one layer: all or none titled
-        return titled(pairs)
+    if document_form(embedder) == "titled" and len(pairs) == len(records):  # a batch is one layer
+        return embedder.embed_titled(pairs)  # type: ignore[attr-defined]
     return embedder.embed_passages([r.embed_text for r in records])
 
 

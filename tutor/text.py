@@ -126,8 +126,13 @@ class Vocabulary:
     ALIASES = {"pln": "nlp"}
 
     def __init__(self, chunks: Iterable[Chunk], *, stemmed: bool = False) -> None:
+        chunks = list(chunks)
         texts = [fold(f"{c.section_title} {c.text}") for c in chunks]
-        self.words = {w for t in texts for w in re.findall(r"\w+", t)}
+        self._sections: dict[str, set[str]] = {}  # folded word -> the sections that use it
+        for chunk, text in zip(chunks, texts):
+            for word in re.findall(r"\w+", text):
+                self._sections.setdefault(word, set()).add(chunk.section_id)
+        self.words = set(self._sections)
         self._tokens: Callable[[str], list[str]] | None = stems if stemmed else None
         self._stems = set(stems(" ".join(texts))) if stemmed else set()
 
@@ -138,6 +143,10 @@ class Vocabulary:
             return True
         # A stopword has no stem: it is nobody's term, so it counts as named.
         return self._tokens is not None and any(set(self._tokens(f)) <= self._stems for f in forms)
+
+    def sections(self, word: str) -> set[str]:
+        """The sections whose text uses the word exactly as written (folded): "SGD" -> {"4.5.2"}."""
+        return self._sections.get(fold(word), set())
 
 
 # --- Spanish verbs -------------------------------------------------------------------------------------

@@ -73,10 +73,6 @@ class Gate:
         self.vectors = np.asarray(vectors, dtype=np.float32)
         self.sections = [c.section_id for c in chunks]  # row i of `vectors` belongs to this section
         self.vocabulary = Vocabulary(chunks)
-        self._term_sections: dict[str, set[str]] = {}
-        for chunk in chunks:
-            for word in re.findall(r"\w+", fold(f"{chunk.section_title} {chunk.text}")):
-                self._term_sections.setdefault(word, set()).add(chunk.section_id)
         self.window_chars = window_chars
 
     @classmethod
@@ -152,7 +148,7 @@ class Gate:
         for term in _TERM.findall(text):
             folded = fold(term)
             if (len(folded) >= 3 or any(c.isdigit() for c in folded)) and (
-                0 < len(self._term_sections.get(folded, ())) <= _RARE_SECTIONS
+                0 < len(self.vocabulary.sections(folded)) <= _RARE_SECTIONS
             ):
                 terms.append(term)
         return terms
