@@ -2,16 +2,16 @@
 
     .venv/bin/python bench/generation.py [--gguf PATH] [--threads 1] [--max-tokens 128] [--repack auto|on|off] [--json]
 
-Same prompt (about 1,000 tokens of course text plus a question), same model, same threads, greedy.
-Raw and tutor runs alternate, each with a different first line so neither reuses a cached prefix;
-figures are medians of --reps runs. Prompt tokens/s is prompt tokens / time to first token; generation
+Same prompt (about 1,000 tokens of course text plus a question), same model, same threads, greedy. Raw
+and tutor runs alternate, each with a different first line so neither reuses a cached prefix; figures
+are medians of --reps runs. Prompt tokens/s is prompt tokens / time to first token; generation
 tokens/s counts streamed pieces (one per token) after the first. The raw Llama runs in this process
-with llama-cpp-python's defaults (weight repacking on); the tutor's engine runs in its own process
-(tutor/engine.py) with repacking as --repack says, so `--repack off` measures what turning it off
-costs against a same-run control. Also: the engine's start (spawn + load, and the parent's
-vocabulary-only Llama), count_tokens on the prompt (planning's cost), and peak RSS of both processes.
-It asserts nothing (shared, noisy machines). Targets from issue 3: tutor/raw generation >= 0.95; warm
-TTFT at most a fifth of cold.
+with llama-cpp-python's defaults (weight repacking on, except on an AMX CPU, where it crashes); the
+tutor's engine runs in its own process (tutor/engine.py) with repacking as --repack says, so `--repack
+off` measures what turning it off costs against a same-run control. Also: the engine's start (spawn +
+load, and the parent's vocabulary-only Llama), count_tokens on the prompt (planning's cost), and peak
+RSS of both processes. It asserts nothing (shared, noisy machines). Targets from issue 3: tutor/raw
+generation >= 0.95; warm TTFT at most a fifth of cold.
 """
 
 from __future__ import annotations
@@ -146,7 +146,10 @@ def main() -> None:
 
     from llama_cpp import Llama
 
-    with contextlib.redirect_stderr(io.StringIO()):  # llama.cpp's load notes, as the engine does
+    from tutor.engine import model_params, probe_in_child
+
+    # llama.cpp's default (repacking on), except on AMX CPUs, where repacking crashes (MODELS.md §1).
+    with contextlib.redirect_stderr(io.StringIO()), model_params(use_extra_bufts=probe_in_child("auto").repack):
         llama = Llama(model_path=str(path), verbose=False, **params)
     raw_runs, tutor_runs = [], []
     for rep in range(args.reps):  # alternate, so noise from the shared machine hits both alike

@@ -168,10 +168,11 @@ def test_finished_generations_leave_no_native_memory_behind(gemma_path: Path) ->
 
     Measured here on `EngineCore`, the part of the engine that owns the Llama: the engine process runs
     exactly this code, and this process's heap can be read while it does."""
-    from tutor.engine import EngineCore
+    from tutor.engine import EngineCore, probe_in_child
 
     config = {"path": str(gemma_path), "n_ctx": 512, "n_threads": 1, "n_threads_batch": 1, "seed": 1234}
-    core = EngineCore.load(config, repack=True)
+    # The probe's decision, as the engine process takes it: repacking crashes on AMX CPUs (MODELS.md §1).
+    core = EngineCore.load(config, repack=probe_in_child().repack)
     tokens = core.llama.tokenize(QUESTION.text.encode("utf-8"), add_bos=True, special=False)
 
     def generate(max_tokens: int, stop_after: int | None = None) -> None:
