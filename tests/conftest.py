@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
+import sys
 from pathlib import Path
 
 import pytest
@@ -86,6 +87,17 @@ def retriever(course_index, course_settings: Settings):
     from tutor.retrieve import Retriever
 
     return Retriever(course_index, course_settings)
+
+
+# `python -m llama_cpp.server` with weight repacking as the engine's probe decides: the server has no
+# switch for it, and llama.cpp's default (on) crashes on AMX CPUs mid-request (MODELS.md §1).
+LLAMA_SERVER = [
+    sys.executable,
+    "-c",
+    "import runpy; from tutor.engine import model_params, probe_in_child; "
+    "params = model_params(use_extra_bufts=probe_in_child().repack); params.__enter__(); "
+    "runpy.run_module('llama_cpp.server', run_name='__main__', alter_sys=True)",
+]
 
 
 SMALL_COURSE = {

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -15,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import LLAMA_SERVER
 
 from tutor.config import Settings
 from tutor.errors import ModelServerError
@@ -37,9 +37,7 @@ def servers(gemma_path: Path, smollm_path: Path, tmp_path_factory: pytest.TempPa
     for name, path in (("gemma", gemma_path), ("smollm", smollm_path)):
         port = free_port()
         cmd = [
-            sys.executable,
-            "-m",
-            "llama_cpp.server",
+            *LLAMA_SERVER,
             "--model",
             str(path),
             "--host",

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import LLAMA_SERVER
 
 from tutor.config import Settings
 
@@ -148,7 +149,7 @@ def topology(tmp_path: Path, small_settings: Settings, gemma_path: Path, e5) -> 
     try:
         top.start("chroma", [str(CHROMA), "run", "--path", str(tmp_path / "chroma"), "--host", "127.0.0.1",
                              "--port", str(chroma_port)])  # fmt: skip
-        top.start("llm", [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
+        top.start("llm", [*LLAMA_SERVER, "--model", str(model), "--host", "127.0.0.1",
                           "--port", str(llm_port), "--n_threads", "1", "--n_ctx", "2048"])  # fmt: skip
         top.wait_http("chroma", f"{chroma_url}/api/v2/heartbeat", 60)
         # The writer step, once: the course's vectors go to the Chroma server.
