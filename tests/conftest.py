@@ -90,7 +90,8 @@ def retriever(course_index, course_settings: Settings):
 
 
 # `python -m llama_cpp.server` with weight repacking as the engine's probe decides: the server has no
-# switch for it, and llama.cpp's default (on) crashes on AMX CPUs mid-request (MODELS.md §1).
+# switch for it, and llama.cpp's default (on) crashes on AMX CPUs mid-request (MODELS.md §1). subtle: the
+# context manager must stay bound to a name; dropped, it is collected and undoes the switch at once.
 LLAMA_SERVER = [
     sys.executable,
     "-c",
