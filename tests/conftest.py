@@ -89,16 +89,9 @@ def retriever(course_index, course_settings: Settings):
     return Retriever(course_index, course_settings)
 
 
-# `python -m llama_cpp.server` with weight repacking as the engine's probe decides: the server has no
-# switch for it, and llama.cpp's default (on) crashes on AMX CPUs mid-request (MODELS.md §1). subtle: the
-# context manager must stay bound to a name; dropped, it is collected and undoes the switch at once.
-LLAMA_SERVER = [
-    sys.executable,
-    "-c",
-    "import runpy; from tutor.engine import model_params, probe_in_child; "
-    "params = model_params(use_extra_bufts=probe_in_child().repack); params.__enter__(); "
-    "runpy.run_module('llama_cpp.server', run_name='__main__', alter_sys=True)",
-]
+# llama_cpp.server with weight repacking as the engine's probe decides (llama.cpp's default crashes on AMX
+# CPUs mid-request, MODELS.md §1); the README's classroom command is the same.
+LLAMA_SERVER = [sys.executable, "-m", "tutor.llama_server"]
 
 
 SMALL_COURSE = {

@@ -99,6 +99,32 @@ def test_streams_a_chat_through_the_real_server(servers: dict[str, str]) -> None
     assert 1 < len(pieces) <= 12 and "".join(pieces).strip()
 
 
+def test_the_server_takes_the_engines_repacking_decision(
+    servers: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The AMX guard: the started server said it repacks exactly when this CPU's probe allows it."""
+    from tutor.engine import probe_in_child
+
+    report = probe_in_child()
+    logs = Path(str(tmp_path_factory.getbasetemp())).glob("server-logs*/gemma.log")
+    said = next(logs).read_text(errors="replace")
+    assert f"reordenar pesos {'sí' if report.repack else 'no'} ({report.repack_reason})" in said
+    if report.setting == "auto":
+        assert report.repack is not report.amx  # repacking off exactly where the build or the CPU has AMX
+
+
+def test_a_bad_repacking_setting_is_one_clear_line(tmp_path: Path) -> None:
+    import os
+
+    env = {**os.environ, "TUTOR_WEIGHT_REPACK": "maybe"}
+    done = subprocess.run(
+        [*LLAMA_SERVER, "--model", str(tmp_path / "x.gguf")], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("Error: Configuración no válida: TUTOR_WEIGHT_REPACK")
+    assert "Traceback" not in done.stderr
+
+
 def test_a_port_where_nothing_listens_is_a_clear_error() -> None:
     url = f"http://127.0.0.1:{free_port()}/v1"
     model = OpenAICompatibleChatModel(url, model="x", style="completion", timeout=2, retries=1)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import platformdirs
 from pydantic import Field, SecretStr
@@ -29,6 +29,19 @@ class Settings(BaseSettings):
 
     # populate_by_name: `generator` reads TUTOR_MODEL from the environment and generator= in code.
     model_config = SettingsConfigDict(env_prefix="TUTOR_", extra="forbid", populate_by_name=True)
+
+    @classmethod
+    def load(cls, **overrides: Any) -> Settings:
+        """The settings, or a TutorError naming each bad TUTOR_* variable (never pydantic's traceback)."""
+        from pydantic import ValidationError
+
+        from tutor.errors import TutorError
+
+        try:
+            return cls(**overrides)
+        except ValidationError as exc:
+            problems = "; ".join(f"TUTOR_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())
+            raise TutorError(f"Configuración no válida: {problems}") from exc
 
     data_dir: Path = Field(
         default_factory=lambda: Path(platformdirs.user_data_dir("tutor-llm", appauthor=False)),

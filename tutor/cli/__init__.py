@@ -66,8 +66,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    from pydantic import ValidationError
-
     from tutor.config import Settings
 
     overrides = {
@@ -82,11 +80,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         }.items()
         if value is not None
     }
-    try:
-        return Settings(**overrides)
-    except ValidationError as exc:
-        problems = "; ".join(f"TUTOR_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())
-        raise TutorError(f"Configuración no válida: {problems}") from exc
+    return Settings.load(**overrides)
 
 
 def _log_exception() -> Path:
