@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 
@@ -46,8 +48,6 @@ def test_every_sentence_of_each_answer_gets_its_token_statistics(
 
 
 def test_a_bad_model_argument_is_refused(tmp_path: Path) -> None:
-    import pytest
-
     with pytest.raises(SystemExit) as exit_:
         claims_token_stats.main(["--gguf", "no-equals-sign", "--out", str(tmp_path / "x.jsonl")])
     assert exit_.value.code == 2

@@ -106,7 +106,7 @@ def test_the_server_takes_the_engines_repacking_decision(
     from tutor.engine import probe_in_child
 
     report = probe_in_child()
-    logs = Path(str(tmp_path_factory.getbasetemp())).glob("server-logs*/gemma.log")
+    logs = tmp_path_factory.getbasetemp().glob("server-logs*/gemma.log")
     said = next(logs).read_text(errors="replace")
     assert f"reordenar pesos {'sí' if report.repack else 'no'} ({report.repack_reason})" in said
     if report.setting == "auto":

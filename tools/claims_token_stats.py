@@ -110,8 +110,8 @@ def main(argv: list[str] | None = None) -> int:
                 begin = group[0].answer.find(claim.sentence, start)
                 begin = group[0].answer.find(claim.sentence) if begin < 0 else begin
                 end = begin + len(claim.sentence)
-                mine = [i for i, (a, b) in enumerate(spans) if begin >= 0 and a < end and b > begin]
-                if not mine:
+                mine = [i for i, (a, b) in enumerate(spans) if a < end and b > begin]
+                if begin < 0 or not mine:  # a sentence the answer's text does not hold: no figures
                     continue
                 start = end
                 lp, ent = logprobs[mine], entropy[mine]
