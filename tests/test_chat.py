@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import gc
 import json
+import math
 import os
 import shutil
 import struct
@@ -18,6 +19,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tutor.chat import ChatModel, EchoModel, LlamaCppModel, fit_prompt
@@ -30,7 +32,7 @@ from tutor.errors import (
     UnsupportedModel,
 )
 from tutor.models import packaged_gguf
-from tutor.types import ChatPrompt, Message, TextPrompt
+from tutor.types import ChatPrompt, Message, Piece, TextPrompt
 
 QUESTION = TextPrompt("Pregunta: ¿Qué es un modelo de lenguaje?\nRespuesta:")
 LONG_RUN = 200  # a reply long enough that it is still running when the test acts on it
@@ -54,6 +56,28 @@ def test_every_model_streams_text_pieces_within_the_budget(any_model: ChatModel)
     assert 1 < len(pieces) <= 12 and all(isinstance(p, str) and p for p in pieces)
     assert any_model.count_tokens(prompt_for(any_model)) > 0
     assert any_model.info().style == any_model.style
+
+
+def test_llama_cpp_pieces_carry_the_entropy_of_each_token(gemma: LlamaCppModel, smollm: LlamaCppModel) -> None:
+    """Each streamed piece says how unsure the model was of the tokens behind it (the verifier weighs it);
+    the fake has nothing to say."""
+    for model in (gemma, smollm):
+        pieces = list(model.stream(prompt_for(model), max_tokens=12))
+        entropies = [e for p in pieces for e in p.entropies]
+        assert all(isinstance(p, Piece) for p in pieces)
+        assert len(pieces) <= len(entropies) <= 12  # a token that ends the reply (a stop) brings no text
+        assert all(0.0 <= e <= math.log(262_144) for e in entropies) and max(entropies) > 0.0
+    assert not any(isinstance(p, Piece) for p in EchoModel().stream(QUESTION, max_tokens=4))
+
+
+def test_the_entropy_of_one_step_is_the_softmax_entropy() -> None:
+    from tutor.engine import entropy
+
+    logits = np.array([2.0, 1.0, 0.0, -np.inf], dtype=np.float32)
+    p = np.exp(logits[:3] - 2.0) / np.exp(logits[:3] - 2.0).sum()
+    assert entropy(logits) == pytest.approx(float(-(p * np.log(p)).sum()), abs=1e-6)
+    assert entropy(np.zeros(262_144, dtype=np.float32)) == pytest.approx(math.log(262_144))  # uniform: log n
+    assert entropy(np.array([0.0, -1e9], dtype=np.float32)) == pytest.approx(0.0, abs=1e-9)  # certain
 
 
 def test_style_comes_from_the_gguf_metadata(gemma: LlamaCppModel, smollm: LlamaCppModel) -> None:

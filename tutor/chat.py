@@ -1,10 +1,11 @@
 """Generation: the ChatModel seam, the llama.cpp backend, the prompt fitter, and a fake.
 
 Input: a prepared ChatPrompt (a model with a chat template) or TextPrompt (a base model); output: the
-reply as text deltas, streamed. `LlamaCppModel` tokenizes here and generates in an engine process of
-its own (engine.py): a crash in llama.cpp (a segfault, an abort, the OOM killer) ends that one reply
-with EngineCrashed, the pipeline answers it from the course, and a new engine starts at once. One
-generation at a time behind a lock; closing the stream stops generation at the next token.
+reply as text deltas, streamed (from llama.cpp, `Piece`s that also carry their tokens' entropies).
+`LlamaCppModel` tokenizes here and generates in an engine process of its own (engine.py): a crash
+in llama.cpp (a segfault, an abort, the OOM killer) ends that one reply with EngineCrashed, the
+pipeline answers it from the course, and a new engine starts at once. One generation at a time
+behind a lock; closing the stream stops generation at the next token.
 Consecutive prompts that share their opening reuse the engine's KV cache of that prefix (no saved
 states: 512 MiB each with Gemma). It does not build prompts (the prompt layer does) nor judge the
 answer (verification does).
@@ -26,7 +27,7 @@ from tutor.cpu import REBUILD, CpuReport, Repack
 from tutor.engine import Engine, GenerationFailed, LoadFailed, exiting
 from tutor.errors import EngineCrashed, ModelError, PromptTooLong, TutorError, UnsupportedModel
 from tutor.gguf_file import GGUFHeader, preflight
-from tutor.types import ChatPrompt, TextPrompt
+from tutor.types import ChatPrompt, Piece, TextPrompt
 
 Prompt = ChatPrompt | TextPrompt
 Style = Literal["chat", "completion"]
@@ -188,16 +189,8 @@ class LlamaCppModel:
         )
 
     def _chat_formatter(self) -> tuple[Any, str]:
-        """The GGUF's own chat template, rendered as create_chat_completion would, and its end token."""
-        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
-        special = self._vocab.detokenize  # the template's bos/eos texts, as the library reads them
-        eos = special([self._vocab.token_eos()], special=True).decode("utf-8", "replace")
-        if self.style != "chat":
-            return None, eos
-        bos = special([self._vocab.token_bos()], special=True).decode("utf-8", "replace")
-        template = str(self._header.metadata["tokenizer.chat_template"])
-        return Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos), eos
+        template = str(self._header.metadata["tokenizer.chat_template"]) if self.style == "chat" else None
+        return chat_formatter(self._vocab, template)
 
     @property
     def waiting(self) -> int:
@@ -267,7 +260,8 @@ class LlamaCppModel:
         engine = None
         try:
             engine = self._running_engine()
-            yield from engine.generate(tokens, sampling)
+            for text, entropies in engine.generate(tokens, sampling):
+                yield Piece(text, entropies)
         except GenerationFailed as exc:
             raise ModelError(f"El modelo falló al generar ({exc}). Inténtelo de nuevo.") from exc
         except EngineCrashed as exc:
@@ -303,6 +297,19 @@ class LlamaCppModel:
     def _stop_engine(self) -> None:
         if self._engine is not None:
             self._engine.stop()
+
+
+def chat_formatter(llama: Any, template: str | None) -> tuple[Any, str]:
+    """A GGUF's own chat template rendered as create_chat_completion would (None without a template),
+    and the text of its end token. `llama`: a `Llama` of that GGUF (its vocabulary is enough)."""
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    special = llama.detokenize  # the template's bos/eos texts, as the library reads them
+    eos = special([llama.token_eos()], special=True).decode("utf-8", "replace")
+    if template is None:
+        return None, eos
+    bos = special([llama.token_bos()], special=True).decode("utf-8", "replace")
+    return Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos), eos
 
 
 def choose_style(requested: str, header: GGUFHeader) -> Style:

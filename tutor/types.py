@@ -10,6 +10,18 @@ from typing import Any, Literal
 Turn = dict[str, Any]
 
 
+class Piece(str):
+    """A streamed piece of a reply, and the entropy (nats) of each token behind it when the model gives
+    them (llama.cpp does; a server does not): a plain string to everyone who does not ask."""
+
+    entropies: tuple[float, ...]
+
+    def __new__(cls, text: str, entropies: tuple[float, ...] = ()) -> Piece:
+        piece = super().__new__(cls, text)
+        piece.entropies = entropies
+        return piece
+
+
 @dataclass(frozen=True)
 class Chunk:
     """A window of ~120 words inside one section of one knowledge file."""
