@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -157,3 +158,36 @@ def test_the_claims_set_is_well_formed() -> None:
     for group in answers(items):
         assert [c.position for c in group] == list(range(len(group))), group[0].answer_id
     assert CLAIMS.stat().st_size < 5 * 2**20, "passages and prompt once per answer (eval/README.md)"
+
+
+def test_the_writers_entropies_are_read_beside_the_claims_and_fit_their_own_model(
+    course_settings: Settings, course_index, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`tutor verifier train` fits the plain model and, from CLAIMS-tokens.jsonl, the one that also weighs
+    the writer's entropy; `tutor eval --claims` then uses it for the claims that have one."""
+    from tutor.meaning import MeaningModel
+
+    shutil.copy(CLAIMS, tmp_path / "claims.jsonl")
+    shutil.copy(CLAIMS.with_name("claims-tokens.jsonl"), tmp_path / "claims-tokens.jsonl")
+    claims, out = tmp_path / "claims.jsonl", tmp_path / "model.json"
+    args = ["--data-dir", str(course_settings.data_dir), "--knowledge-dir", str(course_settings.knowledge_dir)]
+    assert main([*args, "verifier", "train", "--claims", str(claims), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    plain, tokens = MeaningModel.load(out), MeaningModel.load(tmp_path / "model+tokens.json")
+    assert plain is not None and tokens is not None and not plain.tokens and tokens.tokens, printed
+    for model in (plain, tokens):  # the threshold reaches the target precision on cross-validated tuning replies
+        assert model.meta["cross_validation"]["meaning"]["precision"] >= 0.97
+    assert main([*args, "verifier", "train", "--claims", str(claims), "--out", str(out), "--precision", "2"]) == 2
+    assert "--precision 2.0" in capsys.readouterr().err
+
+    def claims_eval(*extra: str) -> dict[str, Any]:
+        assert main([*args, "eval", "--claims", str(claims), "--json", *extra]) == 0
+        return json.loads(capsys.readouterr().out)["claims"]
+
+    with_tokens, without = claims_eval(), claims_eval("--no-tokens")
+    ids = {json.loads(line)["id"] for line in (tmp_path / "claims-tokens.jsonl").read_text().splitlines()}
+    assert with_tokens["with_entropy"] == len(ids) > 600 and without["with_entropy"] == 0
+    assert "entropía" in with_tokens["verifier"] and "entropía" not in without["verifier"]
+    (tmp_path / "claims-tokens.jsonl").write_text('{"id": "x"}\nno es JSON\n')  # damaged: skipped line by line
+    damaged = claims_eval()
+    assert damaged["with_entropy"] == 0 and damaged["heldout"] == without["heldout"]

@@ -14,6 +14,11 @@ sys.path.insert(0, str(ROOT / "tools"))
 
 import claims_token_stats  # noqa: E402
 
+from tutor.engine import model_params  # noqa: E402
+from tutor.meaning import piece_entropies, span_means  # noqa: E402
+from tutor.text import sentences  # noqa: E402
+from tutor.types import TextPrompt  # noqa: E402
+
 
 def _first_answer(lines: list[dict], model: str) -> list[dict]:
     first = next(row for row in lines if row["model"] == model)
@@ -51,3 +56,26 @@ def test_a_bad_model_argument_is_refused(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as exit_:
         claims_token_stats.main(["--gguf", "no-equals-sign", "--out", str(tmp_path / "x.jsonl")])
     assert exit_.value.code == 2
+
+
+def test_the_entropies_the_tutor_records_are_those_the_claims_were_measured_with(gemma, gemma_path: Path) -> None:
+    """The engine's entropies, recorded while the packaged Gemma writes, per sentence as the verifier
+    reads them, match what this tool measures by reading the same text back (eval/claims-tokens.jsonl's
+    figures, which the token-aware meaning model was fitted on)."""
+    from llama_cpp import Llama
+
+    prompt = TextPrompt("Pregunta: ¿Qué es la perplejidad de un modelo de lenguaje?\nRespuesta:")
+    pieces = list(gemma.stream(prompt, max_tokens=48))
+    text = "".join(pieces)
+    said = [s for s in sentences(text) if len(s.split()) >= 3]
+    assert said, text
+    live = piece_entropies(pieces)
+    assert live is not None
+    with model_params(use_extra_bufts=False):  # off is always safe (repacking crashes on AMX, MODELS.md §1)
+        llama = Llama(str(gemma_path), n_ctx=256, n_threads=1, logits_all=True, verbose=False, seed=0)
+    tokens = llama.tokenize(prompt.text.encode("utf-8"), add_bos=True, special=False)
+    spans, _, entropy = claims_token_stats.token_stats(llama, tokens, text)
+    read_back = span_means(text, spans, list(entropy), said)
+    for sentence, got, want in zip(said, live(said), read_back):
+        assert got is not None and want is not None, sentence
+        assert abs(got - want) < 0.35, (sentence, got, want)

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from tutor.meaning import load_for
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tutor.meaning import FEATURES, TOKEN_FEATURES, MeaningModel, load_for, model_path, piece_entropies
+from tutor.types import Piece
 from tutor.verify import Verifier
 
 QUESTION = "¿cómo se interpreta la perplejidad?"
@@ -67,3 +75,54 @@ def test_the_course_turned_round_is_dropped_whatever_the_score(course_index, ret
     question = "¿qué mejoras introdujo RoBERTa respecto a BERT?"
     evidence = verifier.assess(right, question=question, passages=retriever.search(question, 5), language="es")
     assert isinstance(evidence, list) and evidence[0].invented is None
+
+
+def _constant(score: float, features: tuple[str, ...], embedder: str) -> MeaningModel:
+    """A meaning model that gives every sentence the same score: to see which model the verifier asks."""
+    n = len(features)
+    intercept = math.log(score / (1 - score))
+    return MeaningModel(embedder, np.zeros(n), np.ones(n), np.zeros(n), intercept, 0.5, features)
+
+
+def test_the_entropy_aware_model_decides_only_where_the_writer_gave_its_entropies(course_index, retriever) -> None:
+    keeps, drops = (_constant(s, f, course_index.embedder.name) for s, f in ((0.9, FEATURES), (0.1, TOKEN_FEATURES)))
+    verifier = Verifier(course_index, meaning=keeps, token_meaning=drops)
+    passages = retriever.search(QUESTION, 5)
+    plain = verifier.check(RIGHT, question=QUESTION, passages=passages, language="es")
+    assert plain.verified and plain.kept == (RIGHT,)  # a server's reply: no entropies, today's model
+    unsure = verifier.check(RIGHT, question=QUESTION, passages=passages, language="es",
+                            entropy=lambda sentences: [2.5] * len(sentences))  # fmt: skip
+    assert not unsure.kept and "comprobación de sentido 0.10 < 0.50" in unsure.removed[0][1]
+    unknown = verifier.check(RIGHT, question=QUESTION, passages=passages, language="es",
+                             entropy=lambda sentences: [None] * len(sentences))  # fmt: skip
+    assert unknown.kept == (RIGHT,)  # a sentence whose tokens were not found keeps today's model
+
+
+def test_streamed_pieces_give_each_sentence_the_mean_entropy_of_its_tokens() -> None:
+    pieces = [Piece("La perplejidad ", (0.5, 1.5)), Piece("es baja.", (2.0,)), Piece(" Mejor", (4.0,)), Piece(".")]
+    entropy = piece_entropies(pieces)
+    assert entropy is not None
+    assert entropy(["La perplejidad es baja.", "Mejor.", "Otra."]) == [pytest.approx(4 / 3), 4.0, None]
+    assert piece_entropies(["La perplejidad ", "es baja."]) is None  # plain text: a server's reply
+
+
+def test_the_packaged_entropy_aware_models_load_and_trust_a_sure_writer_more(
+    course_index, retriever, tmp_path: Path
+) -> None:
+    for name in (course_index.embedder.name, "embeddinggemma-300m"):
+        model = load_for(name, tokens=True)
+        assert model is not None and model.tokens and model.threshold >= 0.5
+    model = load_for(course_index.embedder.name, tokens=True)
+    assert model is not None
+    evidence = Verifier(course_index).assess(RIGHT, question=QUESTION, passages=retriever.search(QUESTION, 5),
+                                             language="es")  # fmt: skip
+    assert isinstance(evidence, list)
+    sure, unsure = (replace(evidence[0], entropy_mean=e) for e in (0.2, 3.0))
+    assert model.score(sure) > model.score(unsure)
+    # A file saved with the extra feature is never read as the plain model, nor the other way round.
+    plain = load_for(course_index.embedder.name)
+    assert plain is not None
+    model.save(model_path(course_index.embedder.name, tmp_path))
+    plain.save(model_path(course_index.embedder.name, tmp_path, tokens=True))
+    assert load_for(course_index.embedder.name, tmp_path) is None
+    assert load_for(course_index.embedder.name, tmp_path, tokens=True) is None

@@ -14,6 +14,7 @@ from conftest import answer_outcome
 
 from tutor.chat import EchoModel
 from tutor.pipeline import Tutor, build_tutor
+from tutor.text import sentences as split_sentences
 from tutor.types import ChatPrompt, TextPrompt
 
 REPO = Path(__file__).resolve().parent.parent
@@ -60,6 +61,23 @@ def test_a_course_question_gets_a_cited_grounded_answer(tutor) -> None:
     course = " ".join(p.chunk.text for p in plan.passages) + plan.question
     assert numbers(answer.text) <= numbers(course), "no number the passages do not contain"
     assert answer.generated, "the packaged model ran"
+
+
+def test_the_verifier_hears_how_sure_the_packaged_model_was(tutor, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine's per-token entropies reach the verifier with the text: each sentence it checks gets the
+    mean of its tokens' (the entropy-aware meaning model then decides it, tutor/meaning.py)."""
+    heard: list[list[float | None]] = []
+    check = tutor.verifier.check
+
+    def listening(text: str, **kwargs):
+        entropy = kwargs.get("entropy")
+        heard.append(list(entropy(split_sentences(text.strip()))) if entropy else [])
+        return check(text, **kwargs)
+
+    monkeypatch.setattr(tutor.verifier, "check", listening)
+    _, answer = run(tutor, "¿qué cambió facebook al reentrenar bert?")
+    assert answer.generated and len(heard) == 1 and heard[0], "the check got no entropies"
+    assert all(e is not None and 0.0 <= e < 13.0 for e in heard[0]), heard
 
 
 @pytest.mark.parametrize(

@@ -32,8 +32,10 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from tutor.chat import chat_formatter  # noqa: E402
 from tutor.claims import Claim, answers, load_claims  # noqa: E402
 from tutor.engine import model_params  # noqa: E402
+from tutor.meaning import span_means  # noqa: E402
 from tutor.text import write_atomic  # noqa: E402
 
 N_CTX = 4096
@@ -68,14 +70,10 @@ def prompt_tokens(llama: Any, claim: Claim) -> list[int]:
     template = llama.metadata.get("tokenizer.chat_template")
     if not template:
         return list(llama.tokenize((claim.prompt + " ").encode("utf-8"), add_bos=True, special=True))
-    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
     cut = claim.prompt.find(SYSTEM_END)
     system, user = (claim.prompt[:cut], claim.prompt[cut + 1 :]) if cut > 0 else ("", claim.prompt)
     messages = [{"role": "system", "content": system}] if system else []
-    eos = llama.detokenize([llama.token_eos()], special=True).decode("utf-8", "replace")
-    bos = llama.detokenize([llama.token_bos()], special=True).decode("utf-8", "replace")
-    formatter = Jinja2ChatFormatter(template=str(template), eos_token=eos, bos_token=bos)
+    formatter, _ = chat_formatter(llama, str(template))  # as the tutor renders it
     text = formatter(messages=[*messages, {"role": "user", "content": user}]).prompt
     return list(llama.tokenize(text.encode("utf-8"), add_bos=False, special=True))
 
@@ -105,21 +103,17 @@ def main(argv: list[str] | None = None) -> int:
             llama = Llama(path, n_ctx=N_CTX, n_threads=2, logits_all=True, verbose=False, seed=0)
         for group in tqdm(groups, desc=model, unit="answer"):
             spans, logprobs, entropy = token_stats(llama, prompt_tokens(llama, group[0]), group[0].answer)
-            start = 0
-            for claim in group:
-                begin = group[0].answer.find(claim.sentence, start)
-                begin = group[0].answer.find(claim.sentence) if begin < 0 else begin
-                end = begin + len(claim.sentence)
-                mine = [i for i, (a, b) in enumerate(spans) if a < end and b > begin]
-                if begin < 0 or not mine:  # a sentence the answer's text does not hold: no figures
+            said = [claim.sentence for claim in group]
+            counts = span_means(group[0].answer, spans, [1.0] * len(spans), said, reduce=len)
+            figures = (("logprob_mean", logprobs, np.mean), ("logprob_min", logprobs, np.min),
+                       ("entropy_mean", entropy, np.mean), ("entropy_max", entropy, np.max))  # fmt: skip
+            means = {name: span_means(group[0].answer, spans, list(values), said, reduce=reduce)
+                     for name, values, reduce in figures}  # fmt: skip
+            for i, claim in enumerate(group):
+                if counts[i] is None:  # a sentence the answer's text does not hold: no figures
                     continue
-                start = end
-                lp, ent = logprobs[mine], entropy[mine]
-                stats[claim.id] = {
-                    "id": claim.id, "model": model, "tokens": len(mine),
-                    "logprob_mean": round(float(lp.mean()), 4), "logprob_min": round(float(lp.min()), 4),
-                    "entropy_mean": round(float(ent.mean()), 4), "entropy_max": round(float(ent.max()), 4),
-                }  # fmt: skip
+                stats[claim.id] = {"id": claim.id, "model": model, "tokens": int(counts[i]),
+                                   **{name: round(float(got[i]), 4) for name, got in means.items()}}  # fmt: skip
         del llama
     merged = {**old, **stats}
     rows = [merged[c.id] for c in claims.items if c.id in merged]

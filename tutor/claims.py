@@ -11,6 +11,7 @@ reported apart. It does not generate (no model is needed) and does not label any
 
 from __future__ import annotations
 
+import json
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -263,15 +264,42 @@ def agreement(items: Sequence[Claim], through: dict[str, bool]) -> float | None:
     return round(sum(through[c.id] == c.let_through for c in items) / len(items), 4) if items else None
 
 
-def verifier_decide(verifier: Any, index: Any) -> tuple[Decide, Callable[[], int]]:
-    """Re-run a Verifier (tutor.verify) on each stored answer; also a counter of passages missing from the
-    index (a changed course: the verifier then sees the stored text with no indexed sentences)."""
+def load_entropies(path: Path) -> dict[str, float]:
+    """Claim id -> the mean entropy of its tokens (tools/claims_token_stats.py's output); {} when the file
+    is absent. A line without both keys is skipped."""
+    if not path.is_file():
+        return {}
+    out = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+            out[str(row["id"])] = float(row["entropy_mean"])
+        except (ValueError, KeyError, TypeError):
+            continue
+    return out
+
+
+def stored_entropy(
+    group: Sequence[Claim], entropies: dict[str, float] | None
+) -> Callable[[Sequence[str]], list[float | None]]:
+    """The verifier's `entropy` argument for a stored answer: each sentence's recorded mean, by its text."""
+    by_sentence = {c.sentence: entropies[c.id] for c in group if entropies and c.id in entropies}
+    return lambda sentences: [by_sentence.get(s) for s in sentences]
+
+
+def verifier_decide(
+    verifier: Any, index: Any, entropies: dict[str, float] | None = None
+) -> tuple[Decide, Callable[[], int]]:
+    """Re-run a Verifier (tutor.verify) on each stored answer, with the writer's recorded token entropies
+    when given (load_entropies); also a counter of passages missing from the index (a changed course: the
+    verifier then sees the stored text with no indexed sentences)."""
     stale: set[str] = set()
 
     def decide(group: Sequence[Claim]) -> list[bool]:
         first = group[0]
         verdict = verifier.check(first.answer, question=first.question, passages=stored_passages(first, index, stale),
-                                 language=first.language, prompt=first.prompt)  # fmt: skip
+                                 language=first.language, prompt=first.prompt,
+                                 entropy=stored_entropy(group, entropies))  # fmt: skip
         kept = Counter(verdict.kept) if verdict.verified else Counter()
         out = []
         for claim in group:
@@ -294,7 +322,9 @@ def stored_passages(claim: Claim, index: Any, stale: set[str]) -> list[Passage]:
     return out
 
 
-def labelled_evidence(items: Sequence[Claim], verifier: Any, index: Any) -> tuple[list[Any], int]:
+def labelled_evidence(
+    items: Sequence[Claim], verifier: Any, index: Any, entropies: dict[str, float] | None = None
+) -> tuple[list[Any], int]:
     """What the verifier measures of each labelled claim (tutor.meaning.Labelled rows: not_a_claim items and
     replies refused as a whole are left out), and how many claims it split differently (also left out)."""
     from tutor.meaning import Labelled
@@ -303,7 +333,8 @@ def labelled_evidence(items: Sequence[Claim], verifier: Any, index: Any) -> tupl
     for group in answers(items):
         first = group[0]
         got = verifier.assess(first.answer, question=first.question, passages=stored_passages(first, index, stale),
-                              language=first.language, prompt=first.prompt)  # fmt: skip
+                              language=first.language, prompt=first.prompt,
+                              entropy=stored_entropy(group, entropies))  # fmt: skip
         if not isinstance(got, list):
             continue
         by_sentence = {e.sentence: e for e in got}

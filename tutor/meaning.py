@@ -5,10 +5,13 @@ subject) and a sentence passes when it clears every bar. On labelled sentences (
 bars alone let through as many inventions as they stop correct paraphrases. Here the same measurements,
 and a few that look for meaning flipped in the course's own words (a negation the passage does not
 have, "alta" where the passage says "baja", a model name the passage sentence does not mention), are
-weighed by a logistic regression fitted on the claims set's tuning part. Its threshold is the highest
-that keeps at least the lexical rules' recall on cross-validated tuning predictions, so the check
-trades no correct sentences for the inventions it stops. A number or a name the passages do not have
-drops a sentence whatever its score ("GPT-3 tiene 10 parámetros").
+weighed by a logistic regression fitted on the claims set's tuning part. A student must never read an
+invention as the course, and a sentence the check drops leaves the course's own sentences on screen,
+so its threshold is the lowest whose cross-validated tuning predictions show sentences that are at
+least PRECISION supported (issue 18's target), whatever that costs in recall. A number or a name the
+passages do not have drops a sentence whatever its score ("GPT-3 tiene 10 parámetros"). Where the
+model gave its tokens' entropies (llama.cpp does, engine.py), a second model weighs them too: how
+unsure the writer was of the sentence (TOKEN_FEATURES; docs/verifier.md).
 
 Input: an Evidence per sentence (what the verifier measured against the passages). Output: a score in
 [0, 1], the model's probability that the sentence is supported. A model belongs to the embedder whose
@@ -24,7 +27,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +39,7 @@ from tutor.text import fold, stems, subject, words, write_atomic
 DATA_DIR = Path(__file__).resolve().parent / "meaning_data"
 FORMAT = 1
 SEED = 0
+PRECISION = 0.97  # of the sentences shown as the course's, the share it must really say (issue 18)
 
 FEATURES = (
     "similarity",  # cosine with the most similar passage sentence
@@ -56,6 +60,9 @@ FEATURES = (
     "lexical_pass",  # the lexical rules kept it
     "position",  # 0 for the first sentence, 1 for the last
 )
+# With the writer's own uncertainty: the mean entropy of the sentence's tokens as the model drew them
+# (engine.py records it; a model behind a server gives none, and FEATURES alone decide there).
+TOKEN_FEATURES = (*FEATURES, "entropy_mean")
 _NEGATIONS = frozenset("no nunca sin ni jamas not never without nao nem ne pas non nicht kein keine".split())
 _OPPOSITES = (
     ("alto", "bajo"), ("mas", "menos"), ("mayor", "menor"), ("mejor", "peor"), ("aumenta", "disminuye"),
@@ -153,6 +160,7 @@ class Evidence:
     position: int
     count: int  # sentences in the reply
     invented: str | None = None  # a number or name the passages lack, a contradiction, the instructions: dropped
+    entropy_mean: float | None = None  # nats, over the sentence's tokens as generated; None when unknown
 
     def flips(self) -> tuple[bool, bool]:
         """(a negation the best passage sentence lacks or has alone, a word whose opposite it says)."""
@@ -161,8 +169,8 @@ class Evidence:
         negation = sum(w in _NEGATIONS for w in mine) % 2 != sum(w in _NEGATIONS for w in theirs) % 2
         return negation, opposite(self.sentence, best) is not None
 
-    def vector(self) -> list[float]:
-        """The features, in the order of FEATURES."""
+    def vector(self, features: Sequence[str] = FEATURES) -> list[float]:
+        """The features, in the order of FEATURES (then entropy_mean, when `features` is TOKEN_FEATURES)."""
         own = stems(self.sentence)
         source, best = set(stems(self.source)), set(stems(self.best[0])) if self.best else set()
         best3 = set(stems(" ".join(self.best)))
@@ -181,6 +189,7 @@ class Evidence:
             sum(w not in source_folded for w in topic) / len(topic) if topic else 0.0,
             math.log(max(1, len(self.sentence.split()))), float(self.language != "es"),
             float(self.lexical_reason is None), self.position / max(1, self.count - 1),
+            *([self.entropy_mean or 0.0] if len(features) > len(FEATURES) else []),
         ]  # fmt: skip
 
 
@@ -190,7 +199,8 @@ def _share(words: Sequence[str], known: set[str]) -> float:
 
 @dataclass
 class MeaningModel:
-    """A standardised logistic regression over FEATURES, and the score a sentence needs to be kept."""
+    """A standardised logistic regression over FEATURES (or TOKEN_FEATURES), and the score a sentence
+    needs to be kept."""
 
     embedder: str
     mean: np.ndarray
@@ -198,10 +208,16 @@ class MeaningModel:
     coef: np.ndarray
     intercept: float
     threshold: float
+    features: tuple[str, ...] = FEATURES
     meta: dict[str, Any] = field(default_factory=dict)  # data hash, cross-validated figures
 
+    @property
+    def tokens(self) -> bool:
+        """Fitted with the writer's entropy: only for sentences whose Evidence has it."""
+        return self.features == TOKEN_FEATURES
+
     def score(self, evidence: Evidence) -> float:
-        z = (np.asarray(evidence.vector()) - self.mean) / self.scale
+        z = (np.asarray(evidence.vector(self.features)) - self.mean) / self.scale
         return float(1.0 / (1.0 + math.exp(-(float(z @ self.coef) + self.intercept))))
 
     def supported(self, evidence: Evidence) -> bool:
@@ -209,7 +225,7 @@ class MeaningModel:
 
     def save(self, path: Path) -> None:
         data = {
-            "format": FORMAT, "embedder": self.embedder, "features": list(FEATURES), "mean": self.mean.tolist(),
+            "format": FORMAT, "embedder": self.embedder, "features": list(self.features), "mean": self.mean.tolist(),
             "scale": self.scale.tolist(), "coef": self.coef.tolist(), "intercept": self.intercept,
             "threshold": self.threshold, **self.meta,
         }  # fmt: skip
@@ -222,23 +238,84 @@ class MeaningModel:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
-        if data.get("format") != FORMAT or data.get("features") != list(FEATURES):
+        features = tuple(data.get("features") or ())
+        if data.get("format") != FORMAT or features not in (FEATURES, TOKEN_FEATURES):
             return None
         known = {"format", "embedder", "features", "mean", "scale", "coef", "intercept", "threshold"}
         return cls(
             data["embedder"], np.asarray(data["mean"]), np.asarray(data["scale"]), np.asarray(data["coef"]),
-            float(data["intercept"]), float(data["threshold"]), {k: v for k, v in data.items() if k not in known},
+            float(data["intercept"]), float(data["threshold"]), features,
+            {k: v for k, v in data.items() if k not in known},
         )  # fmt: skip
 
 
-def model_path(embedder_name: str, folder: Path = DATA_DIR) -> Path:
-    """Where the meaning model fitted on this embedder's similarities lives."""
-    return folder / (re.sub(r"[^\w.-]+", "-", embedder_name).strip("-") + ".json")
+def model_path(embedder_name: str, folder: Path = DATA_DIR, *, tokens: bool = False) -> Path:
+    """Where the meaning model fitted on this embedder's similarities lives (`tokens`: the one that also
+    weighs the writer's entropy, "<embedder>+tokens.json")."""
+    return folder / (re.sub(r"[^\w.-]+", "-", embedder_name).strip("-") + ("+tokens" if tokens else "") + ".json")
 
 
-def load_for(embedder_name: str, folder: Path = DATA_DIR) -> MeaningModel | None:
-    model = MeaningModel.load(model_path(embedder_name, folder))
-    return model if model is not None and model.embedder == embedder_name else None
+def load_for(embedder_name: str, folder: Path = DATA_DIR, *, tokens: bool = False) -> MeaningModel | None:
+    model = MeaningModel.load(model_path(embedder_name, folder, tokens=tokens))
+    if model is None or model.embedder != embedder_name or model.tokens != tokens:
+        return None
+    return model
+
+
+def span_means(
+    text: str,
+    spans: Sequence[tuple[int, int]],
+    values: Sequence[float],
+    sentences: Sequence[str],
+    *,
+    reduce: Callable[[list[float]], Any] = np.mean,
+) -> list[float | None]:
+    """For each sentence, the mean (or `reduce`) of the values whose character span of `text` it overlaps
+    (None when it overlaps none, or is not in the text). Sentences are looked for in order, whitespace
+    runs as one space (text.sentences writes them so).
+
+    >>> span_means("Uno  dos. Tres.", [(0, 4), (4, 9), (9, 15)], [1.0, 3.0, 5.0], ["Uno dos.", "Tres."])
+    [2.0, 5.0]
+    """
+    # The text with whitespace runs as one space, and where each of its characters came from.
+    flat: list[str] = []
+    origin: list[int] = []
+    for at, char in enumerate(text):
+        if char.isspace():
+            if flat and flat[-1] == " ":
+                continue
+            char = " "
+        flat.append(char)
+        origin.append(at)
+    flat_text, origin = "".join(flat), [*origin, len(text)]
+    out: list[float | None] = []
+    start = 0
+    for sentence in sentences:
+        found = flat_text.find(sentence, start)
+        found = flat_text.find(sentence) if found < 0 else found
+        if found < 0:
+            out.append(None)
+            continue
+        begin, end = origin[found], origin[found + len(sentence) - 1] + 1
+        mine = [v for (a, b), v in zip(spans, values) if a < end and b > begin]
+        out.append(float(reduce(mine)) if mine else None)
+        start = found + len(sentence)
+    return out
+
+
+def piece_entropies(pieces: Sequence[str]) -> Callable[[Sequence[str]], list[float | None]] | None:
+    """Each sentence's mean token entropy, from a reply's streamed pieces (tutor.types.Piece); None when
+    the model gave no entropies. A piece's tokens all get its span."""
+    spans, values, at = [], [], 0
+    for piece in pieces:
+        for value in getattr(piece, "entropies", ()):
+            spans.append((at, at + len(piece)))
+            values.append(value)
+        at += len(piece)
+    if not values:
+        return None
+    text = "".join(pieces)
+    return lambda sentences: span_means(text, spans, values, sentences)
 
 
 @dataclass(frozen=True)
@@ -249,13 +326,23 @@ class Labelled:
     answer: str  # the reply it belongs to (the threshold is chosen on whole replies)
 
 
-def fit(rows: Sequence[Labelled], embedder: str, *, min_kept_share: float = 0.5) -> MeaningModel:
+def fit(
+    rows: Sequence[Labelled],
+    embedder: str,
+    *,
+    min_kept_share: float = 0.5,
+    features: tuple[str, ...] = FEATURES,
+    precision: float = PRECISION,
+) -> MeaningModel:
     """Fit on every row after choosing the threshold on cross-validated predictions (5 folds by question):
-    the highest threshold whose replies keep at least the lexical rules' recall."""
+    the lowest whose shown sentences are at least `precision` supported, else the most precise one.
+    With TOKEN_FEATURES, only the rows whose Evidence has an entropy."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import GroupKFold, cross_val_predict
 
-    x = np.asarray([r.evidence.vector() for r in rows], dtype=float)
+    if features != FEATURES:
+        rows = [r for r in rows if r.evidence.entropy_mean is not None]
+    x = np.asarray([r.evidence.vector(features) for r in rows], dtype=float)
     y = np.asarray([r.supported for r in rows])
     mean, scale = x.mean(axis=0), x.std(axis=0)
     scale[scale == 0] = 1.0
@@ -265,15 +352,18 @@ def fit(rows: Sequence[Labelled], embedder: str, *, min_kept_share: float = 0.5)
     probs = cross_val_predict(classifier, z, y, groups=[r.group for r in rows], cv=folds, method="predict_proba")[:, 1]
     lexical = reply_figures(rows, [r.evidence.lexical_reason is None for r in rows], min_kept_share)
     clean = np.asarray([r.evidence.invented is None for r in rows])
-    threshold, figures = 0.5, reply_figures(rows, list(clean & (probs >= 0.5)), min_kept_share)
-    for candidate in np.arange(0.05, 0.91, 0.05):
+    curve = []
+    for candidate in np.arange(0.05, 0.96, 0.05):
         got = reply_figures(rows, list(clean & (probs >= candidate)), min_kept_share)
-        if got["recall"] >= lexical["recall"]:
-            threshold, figures = round(float(candidate), 2), got
+        if got["recall"] > 0:
+            curve.append((round(float(candidate), 2), got))
+    reaching = [point for point in curve if point[1]["precision"] >= precision]
+    threshold, figures = reaching[0] if reaching else max(curve, key=lambda p: (p[1]["precision"], p[1]["recall"]))
     classifier.fit(z, y)
     return MeaningModel(
-        embedder, mean, scale, classifier.coef_[0], float(classifier.intercept_[0]), threshold,
-        {"examples": len(rows), "cross_validation": {"meaning": figures, "lexical": lexical}},
+        embedder, mean, scale, classifier.coef_[0], float(classifier.intercept_[0]), threshold, features,
+        {"examples": len(rows), "target_precision": precision,
+         "cross_validation": {"meaning": figures, "lexical": lexical, "curve": dict(curve)}},
     )  # fmt: skip
 
 

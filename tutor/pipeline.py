@@ -22,11 +22,12 @@ from tutor.chat import ChatModel, Prompt, fit_prompt
 from tutor.config import Settings
 from tutor.errors import BadQuery, EngineCrashed, TutorError
 from tutor.extract import Extractor
+from tutor.meaning import piece_entropies
 from tutor.prompts import PromptLibrary
 from tutor.retrieve import Retriever, search_query
 from tutor.text import ASKS_FOR_ANSWER
 from tutor.types import ChatPrompt, GateDecision, Message, Passage, TextPrompt, Turn
-from tutor.verify import Verifier
+from tutor.verify import Entropy, Verifier
 
 if TYPE_CHECKING:
     from tutor.index import Index
@@ -198,13 +199,13 @@ class Tutor:
         if plan.prompt is None or self.model is None:
             notice = ""
         else:
-            generated, ttft, notice = self._generate(plan.prompt, cancel, plan.language)
+            generated, ttft, notice, entropy = self._generate(plan.prompt, cancel, plan.language)
             if ttft is not None:
                 timings["ttft_ms"] = ttft
             if generated:
                 verdict = self.verifier.check(
                     generated, question=plan.question, passages=plan.passages, language=plan.language,
-                    prompt=_prompt_text(plan.prompt),
+                    prompt=_prompt_text(plan.prompt), entropy=entropy,
                 )  # fmt: skip
                 if verdict.verified:
                     answer = Answer(verdict.text, plan, verified=True, removed=verdict.removed,
@@ -306,7 +307,7 @@ class Tutor:
         """The model's general answer, kept only when it is a real reply in the student's language."""
         plan = answer.plan
         assert plan.prompt is not None
-        generated, ttft, notice = self._generate(plan.prompt, cancel, plan.language)
+        generated, ttft, notice, _ = self._generate(plan.prompt, cancel, plan.language)
         rejected = self.verifier.rejected(generated, question=plan.question, language=plan.language,
                                           prompt=_prompt_text(plan.prompt))  # fmt: skip
         if rejected:
@@ -353,13 +354,14 @@ class Tutor:
 
     def _generate(
         self, prompt: Prompt, cancel: threading.Event | None = None, language: str = "es"
-    ) -> tuple[str, float | None, str]:
-        """(text, ms to first token, notice). A failing model never takes the answer down with it."""
+    ) -> tuple[str, float | None, str, Entropy | None]:
+        """(text, ms to first token, notice, its sentences' token entropies when the model gave them).
+        A failing model never takes the answer down with it."""
         assert self.model is not None
         started, ttft, pieces = time.perf_counter(), None, []
         stopped = _stopper(cancel, self.stopping)
         if stopped():  # stopped while waiting for the model
-            return "", None, self.prompts.reply("stopped", language)
+            return "", None, self.prompts.reply("stopped", language), None
         stream = self.model.stream(prompt, max_tokens=self.settings.max_tokens)
         try:
             for delta in stream:
@@ -367,21 +369,21 @@ class Tutor:
                     ttft = _ms(started)
                 pieces.append(delta)
                 if stopped():
-                    return "", ttft, self.prompts.reply("stopped", language)
+                    return "", ttft, self.prompts.reply("stopped", language), None
         except EngineCrashed as exc:  # the engine is being restarted: say so in the student's language
             log.warning("generation failed: %s", exc)
-            return "", ttft, self.prompts.reply("engine_crashed", language)
+            return "", ttft, self.prompts.reply("engine_crashed", language), None
         except TutorError as exc:
             log.warning("generation failed: %s", exc)
-            return "", ttft, str(exc)
+            return "", ttft, str(exc), None
         except Exception:
             log.exception("generation failed")
-            return "", ttft, self.prompts.reply("error", language)
+            return "", ttft, self.prompts.reply("error", language), None
         finally:
             close = getattr(stream, "close", None)
             if close:
                 close()
-        return "".join(pieces), ttft, ""
+        return "".join(pieces), ttft, "", piece_entropies(pieces)
 
     def _hint(self, plan: Plan) -> str:
         top = plan.passages[0]

@@ -9,8 +9,10 @@ a sentence's subject is a word of the question that the course never uses in any
 es el beam search?", the packaged model answers "El beam search es un método de ajuste…" from
 whatever passage came back, every other word taken from the course. (In another language the
 course's own terms are translated, "modèles multimodaux", so their absence from the Spanish text
-proves nothing.) It does not write the fallback answer (extract.py does) and never edits a
-sentence: it keeps or drops it.
+proves nothing.) Where a meaning model was fitted for the embedder (meaning.py), it decides each
+sentence from those measurements instead of the bars, and, when the model that wrote the reply gave
+its tokens' entropies, the model fitted with them. It does not write the fallback answer (extract.py
+does) and never edits a sentence: it keeps or drops it.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from tutor.meaning import Evidence, MeaningModel, contradiction, load_for, missi
 from tutor.text import Vocabulary, fold, subject
 from tutor.text import sentences as split_sentences
 from tutor.types import Passage
+
+Entropy = Callable[[Sequence[str]], Sequence[float | None]]  # sentences -> each one's mean token entropy
 
 
 @dataclass(frozen=True)
@@ -52,10 +56,15 @@ class Verifier:
         min_overlap: float = 0.6,
         min_kept_share: float = 0.5,
         meaning: MeaningModel | None | Literal["auto"] = "auto",
+        token_meaning: MeaningModel | None | Literal["auto"] = "auto",
     ) -> None:
         self.index = index
-        # The meaning check fitted on this embedder's similarities (tutor/meaning_data/), else the lexical rules.
+        # The meaning check fitted on this embedder's similarities (tutor/meaning_data/), else the lexical rules;
+        # for a reply whose tokens' entropies the model gave, the one fitted with them too, where there is one.
         self.meaning = load_for(index.embedder.name) if meaning == "auto" else meaning
+        if token_meaning == "auto":
+            token_meaning = load_for(index.embedder.name, tokens=True) if meaning == "auto" else None
+        self.token_meaning = token_meaning
         self.detect_language = detect_language
         # 0.86 was tuned on e5's cosines; another embedder may say where its own bar is (issue 16).
         default = float(getattr(index.embedder, "sentence_similarity", 0.86))
@@ -65,11 +74,11 @@ class Verifier:
         self.vocabulary = Vocabulary(index.chunks.values(), stemmed=True)
         self._anchors: dict[str, Vocabulary] = {}  # chunk id -> its own words (see _unsupported)
 
-    def check(
-        self, text: str, *, question: str, passages: Sequence[Passage], language: str, prompt: str = ""
-    ) -> Verdict:
+    def check(self, text: str, *, question: str, passages: Sequence[Passage], language: str, prompt: str = "",
+              entropy: Entropy | None = None) -> Verdict:  # fmt: skip
         """Keep the supported sentences; `verified` is False when too little of the text survives."""
-        assessment = self.assess(text, question=question, passages=passages, language=language, prompt=prompt)
+        assessment = self.assess(text, question=question, passages=passages, language=language, prompt=prompt,
+                                 entropy=entropy)  # fmt: skip
         if isinstance(assessment, Verdict):
             return assessment
         kept: list[str] = []
@@ -85,11 +94,14 @@ class Verifier:
         verified = bool(kept) and kept_words >= self.min_kept_share * total_words
         return Verdict(verified, " ".join(kept), tuple(kept), tuple(removed), None if verified else "too_little")
 
-    def assess(
-        self, text: str, *, question: str, passages: Sequence[Passage], language: str, prompt: str = ""
-    ) -> Verdict | list[Evidence]:
+    def assess(self, text: str, *, question: str, passages: Sequence[Passage], language: str, prompt: str = "",
+               entropy: Entropy | None = None) -> Verdict | list[Evidence]:  # fmt: skip
         """What is measured of each sentence against the passages; a refusing Verdict when the whole text
-        cannot be shown (see `rejected`, and the subject the course never names)."""
+        cannot be shown (see `rejected`, and the subject the course never names).
+
+        Args:
+            entropy: each sentence's mean token entropy as the model wrote it (meaning.piece_entropies),
+                when the model gave them."""
         text = text.strip()
         sentences = [s for s in split_sentences(text) if re.search(r"\w", s)]
         rejected = self.rejected(text, question=question, passages=passages, language=language, prompt=prompt)
@@ -110,8 +122,9 @@ class Verifier:
         vectors = self.index.embedder.embed_passages([*sentences, question])
         facts = _Source(source, fold(source), set(self.index.tokens(source)), matrix, anchors)
         instructions = _instruction_grams(prompt, passages, question) if prompt else set()
+        entropies = entropy(sentences) if entropy else [None] * len(sentences)
         out = []
-        for position, (sentence, vector) in enumerate(zip(sentences, vectors)):
+        for position, (sentence, vector, sure) in enumerate(zip(sentences, vectors, entropies)):
             similarity = matrix @ vector
             order = np.argsort(-similarity)[:3]
             # Dropped whatever the meaning check says: a number or name the passages lack, the course's own
@@ -130,18 +143,21 @@ class Verifier:
             invented = number or name or contradicts or ("instrucciones" if echoed else None)
             out.append(Evidence(
                 sentence, tuple(rows[i][1] for i in order), tuple(float(similarity[i]) for i in order),
-                float(vectors[-1] @ vector), source, language, reason, position, len(sentences), invented,
+                float(vectors[-1] @ vector), source, language, reason, position, len(sentences), invented, sure,
             ))  # fmt: skip
         return out
 
     def _reason(self, evidence: Evidence) -> str | None:
         """Why the sentence is dropped, or None: the meaning check where there is one, else the lexical rules."""
-        if self.meaning is None or evidence.invented:
+        model = self.meaning
+        if evidence.entropy_mean is not None and self.token_meaning is not None:
+            model = self.token_meaning
+        if model is None or evidence.invented:
             return evidence.lexical_reason
-        score = self.meaning.score(evidence)
-        if score >= self.meaning.threshold:
+        score = model.score(evidence)
+        if score >= model.threshold:
             return None
-        because = f"comprobación de sentido {score:.2f} < {self.meaning.threshold:.2f}"
+        because = f"comprobación de sentido {score:.2f} < {model.threshold:.2f}"
         if evidence.lexical_reason:
             return f"{evidence.lexical_reason}; {because}"
         return f"el pasaje no dice esto ({because})"

@@ -36,13 +36,36 @@ def add_parsers(sub: Any) -> None:
         default="auto",
         help="con --claims: la comprobación de sentido del embebedor si la hay (auto), o las reglas léxicas",
     )
+    _token_arguments(p)
     p.set_defaults(run=cmd_eval)
 
     p = sub.add_parser("verifier", help="'tutor verifier train': ajusta la comprobación de sentido del verificador")
     p.add_argument("action", choices=["train"])
     p.add_argument("--claims", type=Path, default=Path("eval/claims.jsonl"), help="frases etiquetadas (parte tune)")
-    p.add_argument("--out", type=Path, help="archivo del modelo (por defecto, el del paquete para este embebedor)")
+    p.add_argument("--out", type=Path, help="archivo del modelo (por defecto, el del paquete para este embebedor); "
+                   "el que pondera la entropía va al lado, «+tokens»")  # fmt: skip
+    p.add_argument("--precision", type=float, default=None,
+                   help="precisión a alcanzar en validación cruzada (por defecto 0.97, la del issue 18)")  # fmt: skip
+    _token_arguments(p)
     p.set_defaults(run=cmd_verifier)
+
+
+def _token_arguments(p: Any) -> None:
+    p.add_argument("--tokens", type=Path, help="entropías de los tokens de cada frase (tools/claims_token_stats.py; "
+                   "por defecto CLAIMS-tokens.jsonl, junto a --claims, si existe)")  # fmt: skip
+    p.add_argument("--no-tokens", action="store_true", help="sin entropías: solo la comprobación sin ellas")
+
+
+def _entropies(args: argparse.Namespace) -> dict[str, float]:
+    """The claims' recorded token entropies that --tokens / --no-tokens ask for ({} for none)."""
+    from tutor.claims import load_entropies
+
+    if args.no_tokens:
+        return {}
+    path = args.tokens or args.claims.with_name(f"{args.claims.stem}-tokens.jsonl")
+    if args.tokens and not path.is_file():
+        print(f"{path}: no existe; se sigue sin entropías.", file=sys.stderr)
+    return load_entropies(path)
 
 
 def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
@@ -87,10 +110,14 @@ def _claims_eval(args: argparse.Namespace, settings: Settings) -> int:
     detector = LanguageDetector()
     meaning: Literal["auto"] | None = None if args.verifier == "lexical" else "auto"
     verifier = Verifier(index, detect_language=lambda t: detector.detect(t, ()), meaning=meaning)
-    decide, stale = verifier_decide(verifier, index)
+    entropies = _entropies(args) if verifier.token_meaning is not None else {}
+    decide, stale = verifier_decide(verifier, index, entropies)
     name = "lexical" if verifier.meaning is None else f"meaning (umbral {verifier.meaning.threshold})"
+    if entropies and verifier.token_meaning is not None:
+        name += f"; con entropía de tokens donde la hay (umbral {verifier.token_meaning.threshold})"
     result = claims_report(claims.items, decide, verifier=f"tutor.verify.Verifier: {name}")
-    result.update(malformed=len(claims.errors), stale_passages=stale())
+    result.update(malformed=len(claims.errors), stale_passages=stale(),
+                  with_entropy=sum(c.id in entropies for c in claims.items))  # fmt: skip
     print(json.dumps({"claims": result}, ensure_ascii=False) if args.json else summary(result))
     return 1 if claims.errors else 0
 
@@ -99,7 +126,7 @@ def cmd_verifier(args: argparse.Namespace, settings: Settings) -> int:
     """`tutor verifier train`: fit the meaning check on the claims' tuning part, for the configured embedder."""
     from tutor.claims import labelled_evidence, load_claims
     from tutor.language import LanguageDetector
-    from tutor.meaning import fit, model_path
+    from tutor.meaning import PRECISION, TOKEN_FEATURES, fit, model_path
     from tutor.verify import Verifier
 
     claims = load_claims(args.claims)
@@ -112,14 +139,28 @@ def cmd_verifier(args: argparse.Namespace, settings: Settings) -> int:
     index = open_index(settings)
     detector = LanguageDetector()
     lexical = Verifier(index, detect_language=lambda t: detector.detect(t, ()), meaning=None)
-    rows, unmatched = labelled_evidence(tune, lexical, index)
-    model = fit(rows, index.embedder.name, min_kept_share=lexical.min_kept_share)
+    entropies = _entropies(args)
+    rows, unmatched = labelled_evidence(tune, lexical, index, entropies)
     out = args.out or model_path(index.embedder.name)
-    model.save(out)
-    figures = model.meta["cross_validation"]
-    print(f"{len(rows)} frases de la parte tune ({unmatched} no coinciden con la división en frases de hoy); "
-          f"umbral {model.threshold}. Validación cruzada por pregunta: sentido {figures['meaning']}, "
-          f"reglas léxicas {figures['lexical']}.\nModelo guardado en {out}")  # fmt: skip
+    print(f"{len(rows)} frases de la parte tune ({unmatched} no coinciden con la división en frases de hoy).")
+    precision = PRECISION if args.precision is None else args.precision
+    if not 0 < precision <= 1:
+        print(f"--precision {precision}: debe estar entre 0 y 1.", file=sys.stderr)
+        return 2
+    share = lexical.min_kept_share
+    fits = [(fit(rows, index.embedder.name, min_kept_share=share, precision=precision), out)]
+    if any(r.evidence.entropy_mean is not None for r in rows):
+        tokens = fit(rows, index.embedder.name, min_kept_share=share, precision=precision, features=TOKEN_FEATURES)
+        fits.append((tokens, out.with_name(f"{out.stem}+tokens{out.suffix}")))
+    else:
+        print("Sin entropías de tokens (--tokens): solo el modelo sin ellas.")
+    for model, path in fits:
+        model.save(path)
+        figures = model.meta["cross_validation"]
+        which = "con entropía de tokens" if model.tokens else "sin entropía"
+        print(f"{which}: {model.meta['examples']} frases, umbral {model.threshold}. Validación cruzada por "
+              f"pregunta: sentido {figures['meaning']}, reglas léxicas {figures['lexical']}.")  # fmt: skip
+        print(f"  Guardado en {path}")
     return 1 if claims.errors else 0
 
 
