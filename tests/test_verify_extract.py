@@ -171,8 +171,11 @@ def test_a_sentence_about_something_its_passage_does_not_mention_is_removed(veri
     passages = retriever.search(question, 5)
     assert passages[0].section_id == "4.2.2"
     verdict = verifier.check(f"{encoder}\n{decoder}", question=question, passages=passages, language="es")
-    assert verdict.kept == (encoder,)
-    assert verdict.removed[0][0] == decoder and "sujeto (decodificador)" in verdict.removed[0][1]
+    why = dict(verdict.removed)
+    assert decoder in why and "sujeto (decodificador)" in why[decoder]
+    # The first one's subject is in its own passage: if it goes, it is for what it says (the meaning
+    # check, thresholded for precision), never for its subject.
+    assert encoder in verdict.kept or "sujeto" not in why[encoder]
     # In English the subject is not the course's word either way: the check is left to Spanish replies.
     english = verifier.check(f"{encoder}\n{decoder}", question=question, passages=passages, language="en")
     assert not any("sujeto" in why for _, why in english.removed)
