@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tutor.chat import chat_formatter  # noqa: E402
 from tutor.claims import Claim, answers, load_claims  # noqa: E402
-from tutor.engine import model_params  # noqa: E402
+from tutor.engine import entropy, model_params  # noqa: E402
 from tutor.meaning import span_means  # noqa: E402
 from tutor.text import write_atomic  # noqa: E402
 
@@ -55,14 +55,13 @@ def token_stats(llama: Any, prompt_tokens: list[int], answer: str) -> tuple[Span
     top = logits.max(axis=1, keepdims=True)
     log_z = top[:, 0] + np.log(np.exp(logits - top).sum(axis=1))
     logprobs = logits[np.arange(len(tokens)), tokens] - log_z
-    probs = np.exp(logits - log_z[:, None])
-    entropy = -(probs * np.log(np.maximum(probs, 1e-300))).sum(axis=1)
+    entropies = np.asarray([entropy(row) for row in logits])  # as the engine computes it while generating
     spans, at = [], 0
     for token in tokens:
         width = len(llama.detokenize([token]).decode("utf-8", "replace"))
         spans.append((at, at + width))
         at += width
-    return spans, logprobs, entropy
+    return spans, logprobs, entropies
 
 
 def prompt_tokens(llama: Any, claim: Claim) -> list[int]:
@@ -102,11 +101,11 @@ def main(argv: list[str] | None = None) -> int:
 
             llama = Llama(path, n_ctx=N_CTX, n_threads=2, logits_all=True, verbose=False, seed=0)
         for group in tqdm(groups, desc=model, unit="answer"):
-            spans, logprobs, entropy = token_stats(llama, prompt_tokens(llama, group[0]), group[0].answer)
+            spans, logprobs, entropies = token_stats(llama, prompt_tokens(llama, group[0]), group[0].answer)
             said = [claim.sentence for claim in group]
             counts = span_means(group[0].answer, spans, [1.0] * len(spans), said, reduce=len)
             figures = (("logprob_mean", logprobs, np.mean), ("logprob_min", logprobs, np.min),
-                       ("entropy_mean", entropy, np.mean), ("entropy_max", entropy, np.max))  # fmt: skip
+                       ("entropy_mean", entropies, np.mean), ("entropy_max", entropies, np.max))  # fmt: skip
             means = {name: span_means(group[0].answer, spans, list(values), said, reduce=reduce)
                      for name, values, reduce in figures}  # fmt: skip
             for i, claim in enumerate(group):

@@ -129,6 +129,10 @@ def cmd_verifier(args: argparse.Namespace, settings: Settings) -> int:
     from tutor.meaning import PRECISION, TOKEN_FEATURES, fit, model_path
     from tutor.verify import Verifier
 
+    precision = PRECISION if args.precision is None else args.precision
+    if not 0 < precision <= 1:  # before any work: the evidence takes a while to measure
+        print(f"--precision {precision}: debe estar entre 0 y 1.", file=sys.stderr)
+        return 2
     claims = load_claims(args.claims)
     for error in claims.errors:
         print(f"{args.claims}: {error}", file=sys.stderr)
@@ -143,10 +147,6 @@ def cmd_verifier(args: argparse.Namespace, settings: Settings) -> int:
     rows, unmatched = labelled_evidence(tune, lexical, index, entropies)
     out = args.out or model_path(index.embedder.name)
     print(f"{len(rows)} frases de la parte tune ({unmatched} no coinciden con la división en frases de hoy).")
-    precision = PRECISION if args.precision is None else args.precision
-    if not 0 < precision <= 1:
-        print(f"--precision {precision}: debe estar entre 0 y 1.", file=sys.stderr)
-        return 2
     share = lexical.min_kept_share
     fits = [(fit(rows, index.embedder.name, min_kept_share=share, precision=precision), out)]
     if any(r.evidence.entropy_mean is not None for r in rows):
