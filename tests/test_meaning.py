@@ -126,3 +126,42 @@ def test_the_packaged_entropy_aware_models_load_and_trust_a_sure_writer_more(
     plain.save(model_path(course_index.embedder.name, tmp_path, tokens=True))
     assert load_for(course_index.embedder.name, tmp_path) is None
     assert load_for(course_index.embedder.name, tmp_path, tokens=True) is None
+
+
+def test_a_precision_setting_moves_each_threshold_along_its_saved_curve(course_index) -> None:
+    """TUTOR_VERIFIER_PRECISION picks the threshold from the cross-validated curve saved at fit time, by fit's
+    own rule: the fitted target gives back the fitted threshold, a lower target a lower one."""
+    for tokens in (False, True):
+        model = load_for(course_index.embedder.name, tokens=tokens)
+        assert model is not None
+        curve = sorted((float(t), f["precision"]) for t, f in model.meta["cross_validation"]["curve"].items())
+        assert model.for_precision(model.meta["target_precision"]).threshold == model.threshold
+        lower = model.for_precision(0.8)
+        reaching = [t for t, precision in curve if precision >= 0.8]
+        assert lower.threshold == reaching[0] < model.threshold and lower.coef is model.coef  # no refit
+        assert model.for_precision(1.0).threshold >= model.threshold
+        assert replace(model, meta={}).for_precision(0.5).threshold == model.threshold  # no curve: unchanged
+    default, looser = Verifier(course_index), Verifier(course_index, precision=0.8)
+    assert default.meaning and looser.meaning and default.token_meaning and looser.token_meaning
+    assert looser.meaning.threshold < default.meaning.threshold
+    assert looser.token_meaning.threshold < default.token_meaning.threshold
+    assert Verifier(course_index, meaning=None, precision=0.8).meaning is None  # the lexical rules have no curve
+
+
+def test_the_tutor_reads_the_precision_setting_and_refuses_a_bad_one(course_settings, course_index, monkeypatch) -> None:
+    from tutor.config import Settings
+    from tutor.errors import TutorError
+    from tutor.pipeline import build_tutor
+
+    settings = course_settings.model_copy(update={"verifier_precision": 0.8})
+    tutor, _ = build_tutor(settings, model="none", index=course_index)
+    assert tutor.verifier.meaning is not None
+    assert tutor.verifier.meaning.threshold == Verifier(course_index, precision=0.8).meaning.threshold
+    tutor.use_index(course_index)  # after a re-index, the same setting
+    assert tutor.verifier.meaning.threshold == Verifier(course_index, precision=0.8).meaning.threshold
+    for bad in ("1.5", "0", "mucha"):
+        monkeypatch.setenv("TUTOR_VERIFIER_PRECISION", bad)
+        with pytest.raises(TutorError, match="Configuración no válida: TUTOR_VERIFIER_PRECISION"):
+            Settings.load()
+    monkeypatch.setenv("TUTOR_VERIFIER_PRECISION", "0.9")
+    assert Settings.load().verifier_precision == 0.9

@@ -153,6 +153,14 @@ class Settings(BaseSettings):
     stop: tuple[str, ...] = Field(
         default=(), description="Extra stop sequences for every reply (JSON list in TUTOR_STOP)."
     )
+    verifier_precision: float | None = Field(
+        default=None,
+        gt=0.0,
+        le=1.0,
+        description="Of the generated sentences shown as the course's, the share the meaning check aims to "
+        "have supported (measured on eval/claims.jsonl); lower shows more of the model's prose and more "
+        "errors. None = the fitted models' own (0.97).",
+    )
     general_answers: bool = Field(
         default=False,
         description="For an on-topic question the course does not cover, add the model's general answer, "

@@ -28,7 +28,7 @@ import json
 import math
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -223,6 +223,15 @@ class MeaningModel:
     def supported(self, evidence: Evidence) -> bool:
         return evidence.invented is None and self.score(evidence) >= self.threshold
 
+    def for_precision(self, precision: float) -> MeaningModel:
+        """The same model with the threshold its saved cross-validated curve gives for `precision`, by
+        fit's rule and without refitting (TUTOR_VERIFIER_PRECISION); itself when it saved no curve."""
+        saved = (self.meta.get("cross_validation") or {}).get("curve") or {}
+        curve = sorted((float(threshold), figures) for threshold, figures in saved.items())
+        if not curve:
+            return self
+        return replace(self, threshold=choose_threshold(curve, precision)[0])
+
     def save(self, path: Path) -> None:
         data = {
             "format": FORMAT, "embedder": self.embedder, "features": list(self.features), "mean": self.mean.tolist(),
@@ -357,14 +366,22 @@ def fit(
         got = reply_figures(rows, list(clean & (probs >= candidate)), min_kept_share)
         if got["recall"] > 0:
             curve.append((round(float(candidate), 2), got))
-    reaching = [point for point in curve if point[1]["precision"] >= precision]
-    threshold, figures = reaching[0] if reaching else max(curve, key=lambda p: (p[1]["precision"], p[1]["recall"]))
+    threshold, figures = choose_threshold(curve, precision)
     classifier.fit(z, y)
     return MeaningModel(
         embedder, mean, scale, classifier.coef_[0], float(classifier.intercept_[0]), threshold, features,
         {"examples": len(rows), "target_precision": precision,
          "cross_validation": {"meaning": figures, "lexical": lexical, "curve": dict(curve)}},
     )  # fmt: skip
+
+
+def choose_threshold(
+    curve: Sequence[tuple[float, dict[str, float]]], precision: float
+) -> tuple[float, dict[str, float]]:
+    """From (threshold, figures) points in rising order: the lowest threshold whose shown sentences are at
+    least `precision` supported, else the most precise one (then the one with more recall)."""
+    reaching = [point for point in curve if point[1]["precision"] >= precision]
+    return reaching[0] if reaching else max(curve, key=lambda p: (p[1]["precision"], p[1]["recall"]))
 
 
 def reply_figures(rows: Sequence[Labelled], keep: Sequence[bool], min_kept_share: float) -> dict[str, float]:

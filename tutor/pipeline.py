@@ -124,7 +124,9 @@ class Tutor:
 
         self.gate = Gate.load(index, self.settings)
         self.retriever = Retriever(index, self.settings)
-        self.verifier = Verifier(index, detect_language=self.verifier.detect_language)
+        self.verifier = Verifier(
+            index, detect_language=self.verifier.detect_language, precision=self.settings.verifier_precision
+        )
         self.extractor = Extractor(index, self.prompts)
         self._practice = self._practice_factory(index)
 
@@ -499,7 +501,9 @@ def build_tutor(settings: Settings, *, model: str = "auto", index: Index | None 
         detector=detector,
         gate=Gate.load(index, settings),
         retriever=Retriever(index, settings),
-        verifier=Verifier(index, detect_language=lambda text: detector.detect(text, ())),
+        verifier=Verifier(
+            index, detect_language=lambda text: detector.detect(text, ()), precision=settings.verifier_precision
+        ),
         extractor=Extractor(index, prompts),
         model=chat_model,
     )

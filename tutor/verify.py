@@ -57,7 +57,10 @@ class Verifier:
         min_kept_share: float = 0.5,
         meaning: MeaningModel | None | Literal["auto"] = "auto",
         token_meaning: MeaningModel | None | Literal["auto"] = "auto",
+        precision: float | None = None,
     ) -> None:
+        """precision: the share of shown sentences the meaning check aims to have supported, its threshold
+        read from each model's saved curve (TUTOR_VERIFIER_PRECISION); None keeps the fitted thresholds."""
         self.index = index
         # The meaning check fitted on this embedder's similarities (tutor/meaning_data/), else the lexical rules;
         # for a reply whose tokens' entropies the model gave, the one fitted with them too, where there is one.
@@ -65,6 +68,9 @@ class Verifier:
         if token_meaning == "auto":
             token_meaning = load_for(index.embedder.name, tokens=True) if meaning == "auto" else None
         self.token_meaning = token_meaning
+        if precision is not None:
+            self.meaning = self.meaning and self.meaning.for_precision(precision)
+            self.token_meaning = self.token_meaning and self.token_meaning.for_precision(precision)
         self.detect_language = detect_language
         # 0.86 was tuned on e5's cosines; another embedder may say where its own bar is (issue 16).
         default = float(getattr(index.embedder, "sentence_similarity", 0.86))

@@ -109,7 +109,9 @@ def _claims_eval(args: argparse.Namespace, settings: Settings) -> int:
     index = open_index(settings)
     detector = LanguageDetector()
     meaning: Literal["auto"] | None = None if args.verifier == "lexical" else "auto"
-    verifier = Verifier(index, detect_language=lambda t: detector.detect(t, ()), meaning=meaning)
+    verifier = Verifier(
+        index, detect_language=lambda t: detector.detect(t, ()), meaning=meaning, precision=settings.verifier_precision
+    )
     entropies = _entropies(args) if verifier.token_meaning is not None else {}
     decide, stale = verifier_decide(verifier, index, entropies)
     name = "lexical" if verifier.meaning is None else f"meaning (umbral {verifier.meaning.threshold})"
