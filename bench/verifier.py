@@ -40,7 +40,7 @@ def main() -> None:
             entropy = stored_entropy(group, given) if given else None
             start = time.perf_counter()
             verifier.check(first.answer, question=first.question, passages=passages, language=first.language,
-                           prompt=first.prompt, entropy=entropy)  # fmt: skip
+                           prompt=first.prompt, entropy=entropy, writer=first.model)  # fmt: skip
             times.append(1000 * (time.perf_counter() - start))
         times.sort()
         figures[name] = statistics.median(times)

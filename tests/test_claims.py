@@ -160,12 +160,20 @@ def test_the_claims_set_is_well_formed() -> None:
 
 
 def test_the_writers_entropies_are_read_beside_the_claims_and_fit_their_own_model(
-    course_settings: Settings, course_index, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    course_settings: Settings,
+    course_index,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """`tutor verifier train` fits the plain model and, from CLAIMS-tokens.jsonl, the one that also weighs
-    the writer's entropy, each at the lowest threshold reaching the precision asked for; `tutor eval
-    --claims` then uses it for the claims that have entropies. On a sixth of eval/claims.jsonl's answers."""
+    the writer's entropy, each at the lowest threshold reaching the precision asked for, pooled and for
+    each writer; `tutor eval --claims` then uses it for the claims that have entropies. On a sixth of
+    eval/claims.jsonl's answers (so a writer needs fewer rows than the shipped WRITER_ROWS)."""
+    import tutor.meaning
     from tutor.meaning import MeaningModel
+
+    monkeypatch.setattr(tutor.meaning, "WRITER_ROWS", 10)
 
     lines = CLAIMS.read_text(encoding="utf-8").splitlines()
     chosen = sorted({json.loads(line)["answer_id"] for line in lines})[::6]
@@ -186,6 +194,12 @@ def test_the_writers_entropies_are_read_beside_the_claims_and_fit_their_own_mode
         reaching = [float(t) for t, got in curve.items() if got["precision"] >= 0.9]
         best = max(curve.items(), key=lambda item: (item[1]["precision"], item[1]["recall"]))
         assert model.threshold == (min(reaching) if reaching else float(best[0])), curve
+        writers = model.meta["cross_validation"]["by_writer"]
+        assert set(writers) == set(model.thresholds) == {"gemma-3-270m", "qwen2.5-coder-1.5b"}, printed
+        for writer, row in writers.items():
+            own = [float(t) for t, got in row["curve"].items() if got["precision"] >= 0.9]
+            assert row["examples"] >= 10 and model.thresholds[writer] == row["threshold"]
+            assert not own or row["threshold"] == min(own)
     assert main([*args, "verifier", "train", "--claims", str(claims), "--out", str(out), "--precision", "2"]) == 2
     assert "--precision 2.0" in capsys.readouterr().err
 

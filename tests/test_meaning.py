@@ -148,7 +148,9 @@ def test_a_precision_setting_moves_each_threshold_along_its_saved_curve(course_i
     assert Verifier(course_index, meaning=None, precision=0.8).meaning is None  # the lexical rules have no curve
 
 
-def test_the_tutor_reads_the_precision_setting_and_refuses_a_bad_one(course_settings, course_index, monkeypatch) -> None:
+def test_the_tutor_reads_the_precision_setting_and_refuses_a_bad_one(
+    course_settings, course_index, monkeypatch
+) -> None:
     from tutor.config import Settings
     from tutor.errors import TutorError
     from tutor.pipeline import build_tutor
@@ -165,3 +167,34 @@ def test_the_tutor_reads_the_precision_setting_and_refuses_a_bad_one(course_sett
             Settings.load()
     monkeypatch.setenv("TUTOR_VERIFIER_PRECISION", "0.9")
     assert Settings.load().verifier_precision == 0.9
+
+
+def test_each_catalogue_writer_has_its_own_threshold(course_index, retriever) -> None:
+    """The packaged models were fitted per writer too (tutor verifier train): Qwen's fluent sentences need
+    a lower score than Gemma's, and a writer the models never saw (a GGUF of one's own) gets the pooled one."""
+    from tutor.catalogue import writer_name
+
+    for tokens in (False, True):
+        model = load_for(course_index.embedder.name, tokens=tokens)
+        assert model is not None and set(model.thresholds) == {"gemma-3-270m", "qwen2.5-coder-1.5b"}
+        assert model.threshold_for("qwen2.5-coder-1.5b") < model.threshold_for("gemma-3-270m")
+        assert model.threshold_for(None) == model.threshold_for("my-own.gguf") == model.threshold
+        target = model.meta["target_precision"]
+        assert model.for_precision(target).thresholds == model.thresholds  # fit's rule, read back from the curve
+        assert all(t <= model.thresholds[w] for w, t in model.for_precision(0.8).thresholds.items())
+    assert writer_name("/data/models/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf") == "qwen2.5-coder-1.5b"
+    assert writer_name(Path("gemma-3-270m-q4_k_m.gguf")) == "gemma-3-270m" and writer_name("/x/mine.gguf") is None
+    # One sentence, real evidence, two writers: kept for the writer whose threshold it reaches only.
+    verifier = Verifier(course_index)
+    assert verifier.meaning is not None
+    passages = retriever.search(QUESTION, 5)
+    (evidence,) = verifier.assess(RIGHT, question=QUESTION, passages=passages, language="es")
+    score = verifier.meaning.score(evidence)
+    verifier.meaning = replace(verifier.meaning, threshold=score + 0.01, thresholds={"qwen2.5-coder-1.5b": score})
+    kept = verifier.check(RIGHT, question=QUESTION, passages=passages, language="es", writer="qwen2.5-coder-1.5b")
+    dropped = verifier.check(RIGHT, question=QUESTION, passages=passages, language="es")
+    assert kept.kept == (RIGHT,) and not dropped.kept and "comprobación de sentido" in dropped.removed[0][1]
+
+
+def test_the_packaged_gemma_reports_its_catalogue_name_as_writer(gemma) -> None:
+    assert gemma.writer == "gemma-3-270m"

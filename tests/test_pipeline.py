@@ -65,18 +65,22 @@ def test_a_course_question_gets_a_cited_grounded_answer(tutor) -> None:
 
 def test_the_verifier_hears_how_sure_the_packaged_model_was(tutor, monkeypatch: pytest.MonkeyPatch) -> None:
     """The engine's per-token entropies reach the verifier with the text: each sentence it checks gets the
-    mean of its tokens' (the entropy-aware meaning model then decides it, tutor/meaning.py)."""
+    mean of its tokens' (the entropy-aware meaning model then decides it, tutor/meaning.py), and so does
+    the writer's catalogue name, for its own threshold."""
     heard: list[list[float | None]] = []
+    writers: list[str | None] = []
     check = tutor.verifier.check
 
     def listening(text: str, **kwargs):
         entropy = kwargs.get("entropy")
         heard.append(list(entropy(split_sentences(text.strip()))) if entropy else [])
+        writers.append(kwargs.get("writer"))
         return check(text, **kwargs)
 
     monkeypatch.setattr(tutor.verifier, "check", listening)
     _, answer = run(tutor, "¿qué cambió facebook al reentrenar bert?")
     assert answer.generated and len(heard) == 1 and heard[0], "the check got no entropies"
+    assert writers == ["gemma-3-270m"]
     assert all(e is not None and 0.0 <= e < 13.0 for e in heard[0]), heard
 
 

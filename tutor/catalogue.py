@@ -96,6 +96,13 @@ def lookup(name: str) -> CatalogueModel | None:
     return catalogue().get(name.strip().lower())
 
 
+def writer_name(path: str | Path) -> str | None:
+    """The catalogue generator kept under this file name, or None (a GGUF of one's own): the verifier's
+    meaning check has a threshold of its own for each catalogue writer it was fitted on."""
+    name = Path(path).name
+    return next((m.name for m in catalogue().values() if m.kind == "generator" and m.file == name), None)
+
+
 def _entry(raw: dict[str, Any]) -> CatalogueModel:
     parts = tuple(Part(**p) for p in raw.pop("parts", ()))
     return CatalogueModel(**raw, parts=parts)

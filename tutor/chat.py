@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 
+from tutor.catalogue import writer_name
 from tutor.cpu import REBUILD, CpuReport, Repack
 from tutor.engine import Engine, GenerationFailed, LoadFailed, exiting
 from tutor.errors import EngineCrashed, ModelError, PromptTooLong, TutorError, UnsupportedModel
@@ -131,6 +132,7 @@ class LlamaCppModel:
         self.style: Style = choose_style(style, header)
         self.n_ctx = n_ctx
         self._path, self._header, self._packaged = path, header, packaged
+        self.writer = writer_name(path)  # its catalogue name, for the verifier's per-writer threshold
         self._sampling = {"temperature": temperature, "top_p": top_p, "repeat_penalty": repeat_penalty}
         self._stop = list(stop)
         self._config = {"path": str(path), "n_ctx": n_ctx, "n_threads": n_threads,

@@ -299,7 +299,7 @@ def verifier_decide(
         first = group[0]
         verdict = verifier.check(first.answer, question=first.question, passages=stored_passages(first, index, stale),
                                  language=first.language, prompt=first.prompt,
-                                 entropy=stored_entropy(group, entropies))  # fmt: skip
+                                 entropy=stored_entropy(group, entropies), writer=first.model)  # fmt: skip
         kept = Counter(verdict.kept) if verdict.verified else Counter()
         out = []
         for claim in group:
@@ -343,7 +343,9 @@ def labelled_evidence(
             if evidence is None:
                 unmatched += 1
             elif claim.label != "not_a_claim":
-                rows.append(Labelled(evidence, claim.label == "supported", claim.question_id, claim.answer_id))
+                rows.append(
+                    Labelled(evidence, claim.label == "supported", claim.question_id, claim.answer_id, claim.model)
+                )
     return rows, unmatched
 
 

@@ -39,6 +39,7 @@ from tutor.text import fold, stems, subject, words, write_atomic
 DATA_DIR = Path(__file__).resolve().parent / "meaning_data"
 FORMAT = 1
 SEED = 0
+WRITER_ROWS = 60  # a writer with fewer labelled rows shares the pooled threshold (too few for its own curve)
 PRECISION = 0.97  # of the sentences shown as the course's, the share it must really say (issue 18)
 
 FEATURES = (
@@ -210,6 +211,11 @@ class MeaningModel:
     threshold: float
     features: tuple[str, ...] = FEATURES
     meta: dict[str, Any] = field(default_factory=dict)  # data hash, cross-validated figures
+    thresholds: dict[str, float] = field(default_factory=dict)  # a writer's own (catalogue name -> threshold)
+
+    def threshold_for(self, writer: str | None) -> float:
+        """The score a sentence by this writer needs: its own threshold where it has one, else the pooled."""
+        return self.thresholds.get(writer or "", self.threshold)
 
     @property
     def tokens(self) -> bool:
@@ -220,23 +226,27 @@ class MeaningModel:
         z = (np.asarray(evidence.vector(self.features)) - self.mean) / self.scale
         return float(1.0 / (1.0 + math.exp(-(float(z @ self.coef) + self.intercept))))
 
-    def supported(self, evidence: Evidence) -> bool:
-        return evidence.invented is None and self.score(evidence) >= self.threshold
+    def supported(self, evidence: Evidence, writer: str | None = None) -> bool:
+        return evidence.invented is None and self.score(evidence) >= self.threshold_for(writer)
 
     def for_precision(self, precision: float) -> MeaningModel:
         """The same model with the threshold its saved cross-validated curve gives for `precision`, by
         fit's rule and without refitting (TUTOR_VERIFIER_PRECISION); itself when it saved no curve."""
-        saved = (self.meta.get("cross_validation") or {}).get("curve") or {}
-        curve = sorted((float(threshold), figures) for threshold, figures in saved.items())
-        if not curve:
-            return self
-        return replace(self, threshold=choose_threshold(curve, precision)[0])
+        figures = self.meta.get("cross_validation") or {}
+
+        def chosen(saved: dict[str, Any], default: float) -> float:
+            curve = sorted((float(threshold), got) for threshold, got in (saved or {}).items())
+            return choose_threshold(curve, precision)[0] if curve else default
+
+        by_writer = figures.get("by_writer") or {}
+        writers = {w: chosen(by_writer.get(w, {}).get("curve"), t) for w, t in self.thresholds.items()}
+        return replace(self, threshold=chosen(figures.get("curve"), self.threshold), thresholds=writers)
 
     def save(self, path: Path) -> None:
         data = {
             "format": FORMAT, "embedder": self.embedder, "features": list(self.features), "mean": self.mean.tolist(),
             "scale": self.scale.tolist(), "coef": self.coef.tolist(), "intercept": self.intercept,
-            "threshold": self.threshold, **self.meta,
+            "threshold": self.threshold, "thresholds": self.thresholds, **self.meta,
         }  # fmt: skip
         write_atomic(path, json.dumps(data, ensure_ascii=False, indent=1) + "\n")
 
@@ -250,11 +260,12 @@ class MeaningModel:
         features = tuple(data.get("features") or ())
         if data.get("format") != FORMAT or features not in (FEATURES, TOKEN_FEATURES):
             return None
-        known = {"format", "embedder", "features", "mean", "scale", "coef", "intercept", "threshold"}
+        known = {"format", "embedder", "features", "mean", "scale", "coef", "intercept", "threshold", "thresholds"}
         return cls(
             data["embedder"], np.asarray(data["mean"]), np.asarray(data["scale"]), np.asarray(data["coef"]),
             float(data["intercept"]), float(data["threshold"]), features,
             {k: v for k, v in data.items() if k not in known},
+            {str(w): float(t) for w, t in (data.get("thresholds") or {}).items()},
         )  # fmt: skip
 
 
@@ -333,6 +344,7 @@ class Labelled:
     supported: bool
     group: str  # the question: cross-validation folds never split one
     answer: str  # the reply it belongs to (the threshold is chosen on whole replies)
+    writer: str = ""  # the catalogue model that wrote it: each writer gets its own threshold (WRITER_ROWS)
 
 
 def fit(
@@ -360,18 +372,34 @@ def fit(
     folds = GroupKFold(n_splits=5)
     probs = cross_val_predict(classifier, z, y, groups=[r.group for r in rows], cv=folds, method="predict_proba")[:, 1]
     lexical = reply_figures(rows, [r.evidence.lexical_reason is None for r in rows], min_kept_share)
-    clean = np.asarray([r.evidence.invented is None for r in rows])
-    curve = []
-    for candidate in np.arange(0.05, 0.96, 0.05):
-        got = reply_figures(rows, list(clean & (probs >= candidate)), min_kept_share)
-        if got["recall"] > 0:
-            curve.append((round(float(candidate), 2), got))
+    clean = [r.evidence.invented is None for r in rows]
+
+    def curve_of(members: list[int]) -> list[tuple[float, dict[str, float]]]:
+        points = []
+        for candidate in np.arange(0.05, 0.96, 0.05):
+            got = reply_figures([rows[i] for i in members], [clean[i] and probs[i] >= candidate for i in members],
+                                min_kept_share)  # fmt: skip
+            if got["recall"] > 0:
+                points.append((round(float(candidate), 2), got))
+        return points
+
+    curve = curve_of(list(range(len(rows))))
     threshold, figures = choose_threshold(curve, precision)
+    # Each writer's own curve where it has enough rows: Qwen's fluent sentences and Gemma's copies score
+    # differently, and one pooled threshold is too strict for one and too loose for the other.
+    by_writer: dict[str, Any] = {}
+    for writer in sorted({r.writer for r in rows if r.writer}):
+        members = [i for i, r in enumerate(rows) if r.writer == writer]
+        points = curve_of(members)
+        if len(members) >= WRITER_ROWS and points:
+            chosen, got = choose_threshold(points, precision)
+            by_writer[writer] = {"threshold": chosen, "examples": len(members), "meaning": got, "curve": dict(points)}
     classifier.fit(z, y)
     return MeaningModel(
         embedder, mean, scale, classifier.coef_[0], float(classifier.intercept_[0]), threshold, features,
         {"examples": len(rows), "target_precision": precision,
-         "cross_validation": {"meaning": figures, "lexical": lexical, "curve": dict(curve)}},
+         "cross_validation": {"meaning": figures, "lexical": lexical, "curve": dict(curve), "by_writer": by_writer}},
+        {writer: row["threshold"] for writer, row in by_writer.items()},
     )  # fmt: skip
 
 

@@ -207,7 +207,7 @@ class Tutor:
             if generated:
                 verdict = self.verifier.check(
                     generated, question=plan.question, passages=plan.passages, language=plan.language,
-                    prompt=_prompt_text(plan.prompt), entropy=entropy,
+                    prompt=_prompt_text(plan.prompt), entropy=entropy, writer=getattr(self.model, "writer", None),
                 )  # fmt: skip
                 if verdict.verified:
                     answer = Answer(verdict.text, plan, verified=True, removed=verdict.removed,

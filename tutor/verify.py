@@ -81,8 +81,12 @@ class Verifier:
         self._anchors: dict[str, Vocabulary] = {}  # chunk id -> its own words (see _unsupported)
 
     def check(self, text: str, *, question: str, passages: Sequence[Passage], language: str, prompt: str = "",
-              entropy: Entropy | None = None) -> Verdict:  # fmt: skip
-        """Keep the supported sentences; `verified` is False when too little of the text survives."""
+              entropy: Entropy | None = None, writer: str | None = None) -> Verdict:  # fmt: skip
+        """Keep the supported sentences; `verified` is False when too little of the text survives.
+
+        Args:
+            writer: the catalogue name of the model that wrote the text (writer_name), for its own
+                threshold; None (a server, a file of one's own) for the pooled one."""
         assessment = self.assess(text, question=question, passages=passages, language=language, prompt=prompt,
                                  entropy=entropy)  # fmt: skip
         if isinstance(assessment, Verdict):
@@ -90,7 +94,7 @@ class Verifier:
         kept: list[str] = []
         removed: list[tuple[str, str]] = []
         for evidence in assessment:
-            reason = self._reason(evidence)
+            reason = self._reason(evidence, writer)
             if reason:
                 removed.append((evidence.sentence, reason))
             else:
@@ -153,17 +157,17 @@ class Verifier:
             ))  # fmt: skip
         return out
 
-    def _reason(self, evidence: Evidence) -> str | None:
+    def _reason(self, evidence: Evidence, writer: str | None = None) -> str | None:
         """Why the sentence is dropped, or None: the meaning check where there is one, else the lexical rules."""
         model = self.meaning
         if evidence.entropy_mean is not None and self.token_meaning is not None:
             model = self.token_meaning
         if model is None or evidence.invented:
             return evidence.lexical_reason
-        score = model.score(evidence)
-        if score >= model.threshold:
+        score, threshold = model.score(evidence), model.threshold_for(writer)
+        if score >= threshold:
             return None
-        because = f"comprobación de sentido {score:.2f} < {model.threshold:.2f}"
+        because = f"comprobación de sentido {score:.2f} < {threshold:.2f}"
         if evidence.lexical_reason:
             return f"{evidence.lexical_reason}; {because}"
         return f"el pasaje no dice esto ({because})"

@@ -114,14 +114,19 @@ def _claims_eval(args: argparse.Namespace, settings: Settings) -> int:
     )
     entropies = _entropies(args) if verifier.token_meaning is not None else {}
     decide, stale = verifier_decide(verifier, index, entropies)
-    name = "lexical" if verifier.meaning is None else f"meaning (umbral {verifier.meaning.threshold})"
+    name = "lexical" if verifier.meaning is None else f"meaning ({_thresholds(verifier.meaning)})"
     if entropies and verifier.token_meaning is not None:
-        name += f"; con entropía de tokens donde la hay (umbral {verifier.token_meaning.threshold})"
+        name += f"; con entropía de tokens donde la hay ({_thresholds(verifier.token_meaning)})"
     result = claims_report(claims.items, decide, verifier=f"tutor.verify.Verifier: {name}")
     result.update(malformed=len(claims.errors), stale_passages=stale(),
                   with_entropy=sum(c.id in entropies for c in claims.items))  # fmt: skip
     print(json.dumps({"claims": result}, ensure_ascii=False) if args.json else summary(result))
     return 1 if claims.errors else 0
+
+
+def _thresholds(model: Any) -> str:
+    """ "umbral 0.85; qwen2.5-coder-1.5b 0.75": the pooled threshold, then each writer's own."""
+    return "; ".join([f"umbral {model.threshold}", *(f"{w} {t}" for w, t in model.thresholds.items())])
 
 
 def cmd_verifier(args: argparse.Namespace, settings: Settings) -> int:
@@ -162,6 +167,8 @@ def cmd_verifier(args: argparse.Namespace, settings: Settings) -> int:
         which = "con entropía de tokens" if model.tokens else "sin entropía"
         print(f"{which}: {model.meta['examples']} frases, umbral {model.threshold}. Validación cruzada por "
               f"pregunta: sentido {figures['meaning']}, reglas léxicas {figures['lexical']}.")  # fmt: skip
+        for writer, row in figures["by_writer"].items():
+            print(f"  {writer}: {row['examples']} frases, umbral {row['threshold']}, {row['meaning']}")
         print(f"  Guardado en {path}")
     return 1 if claims.errors else 0
 
