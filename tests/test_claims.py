@@ -170,10 +170,10 @@ def test_the_writers_entropies_are_read_beside_the_claims_and_fit_their_own_mode
     the writer's entropy, each at the lowest threshold reaching the precision asked for, pooled and for
     each writer; `tutor eval --claims` then uses it for the claims that have entropies. On a sixth of
     eval/claims.jsonl's answers (so a writer needs fewer rows than the shipped WRITER_ROWS)."""
-    import tutor.meaning
+    import tutor.meaning_fit
     from tutor.meaning import MeaningModel
 
-    monkeypatch.setattr(tutor.meaning, "WRITER_ROWS", 10)
+    monkeypatch.setattr(tutor.meaning_fit, "WRITER_ROWS", 10)
 
     lines = CLAIMS.read_text(encoding="utf-8").splitlines()
     chosen = sorted({json.loads(line)["answer_id"] for line in lines})[::6]

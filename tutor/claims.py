@@ -325,9 +325,9 @@ def stored_passages(claim: Claim, index: Any, stale: set[str]) -> list[Passage]:
 def labelled_evidence(
     items: Sequence[Claim], verifier: Any, index: Any, entropies: dict[str, float] | None = None
 ) -> tuple[list[Any], int]:
-    """What the verifier measures of each labelled claim (tutor.meaning.Labelled rows: not_a_claim items and
+    """What the verifier measures of each labelled claim (tutor.meaning_fit.Labelled rows: not_a_claim items and
     replies refused as a whole are left out), and how many claims it split differently (also left out)."""
-    from tutor.meaning import Labelled
+    from tutor.meaning_fit import Labelled
 
     rows, unmatched, stale = [], 0, set[str]()
     for group in answers(items):

@@ -133,7 +133,8 @@ def cmd_verifier(args: argparse.Namespace, settings: Settings) -> int:
     """`tutor verifier train`: fit the meaning check on the claims' tuning part, for the configured embedder."""
     from tutor.claims import labelled_evidence, load_claims
     from tutor.language import LanguageDetector
-    from tutor.meaning import PRECISION, TOKEN_FEATURES, fit, model_path
+    from tutor.meaning import PRECISION, TOKEN_FEATURES, model_path
+    from tutor.meaning_fit import fit
     from tutor.verify import Verifier
 
     precision = PRECISION if args.precision is None else args.precision
