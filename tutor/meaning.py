@@ -225,9 +225,6 @@ class MeaningModel:
         z = (np.asarray(evidence.vector(self.features)) - self.mean) / self.scale
         return float(1.0 / (1.0 + math.exp(-(float(z @ self.coef) + self.intercept))))
 
-    def supported(self, evidence: Evidence, writer: str | None = None) -> bool:
-        return evidence.invented is None and self.score(evidence) >= self.threshold_for(writer)
-
     def for_precision(self, precision: float) -> MeaningModel:
         """The same model with the threshold its saved cross-validated curve gives for `precision`, by
         fit's rule and without refitting (TUTOR_VERIFIER_PRECISION); itself when it saved no curve."""

@@ -73,8 +73,9 @@ def fit(
     by_writer: dict[str, Any] = {}
     for writer in sorted({r.writer for r in rows if r.writer}):
         members = [i for i, r in enumerate(rows) if r.writer == writer]
-        points = curve_of(members)
-        if len(members) >= WRITER_ROWS and points:
+        if len(members) < WRITER_ROWS:
+            continue
+        if points := curve_of(members):
             chosen, got = choose_threshold(points, precision)
             by_writer[writer] = {"threshold": chosen, "examples": len(members), "meaning": got, "curve": dict(points)}
     classifier.fit(z, y)
