@@ -129,21 +129,40 @@ def contradiction(sentence: str, passage_sentence: str) -> str | None:
 
 
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+_LIST_MARKER = re.compile(r"^\s*(?:[-*•]\s*)?\(?\d{1,2}[.)](?=\s)")  # "1. ", "- 2) ", "(3) " opening an item
 # Acronyms and model names (BERT, GPT-3, T5, RoBERTa) and capitalised words inside a sentence.
 NAME = re.compile(r"\b[A-ZÁÉÍÓÚÑ][\w-]*[A-Z0-9][\w-]*\b|(?<=[a-záéíóúñ,;:] )[A-ZÁÉÍÓÚÑ][a-záéíóúñ]+\b")
 
 
 def missing_number(sentence: str, source: str) -> str | None:
-    """The first number of the sentence the source does not have ("10" is not in "2010"), or None."""
-    for number in _NUMBER.findall(sentence):
+    """The first number of the sentence the source does not have ("10" is not in "2010"), or None. A list
+    item's own number ("2. **Entrenamiento Equilibrado**: …") numbers the reply, not the course.
+
+    >>> missing_number("2. **Preentrenamiento**: en 3 fases.", "se entrena en 3 fases"), missing_number(
+    ...     "2. Tiene 10 capas.", "tiene 12 capas")
+    (None, '10')
+    """
+    for number in _NUMBER.findall(_LIST_MARKER.sub("", sentence, count=1)):
         if not re.search(rf"(?<![\d.,]){re.escape(number)}(?![\d]|[.,]\d)", source):
             return number
     return None
 
 
 def missing_name(sentence: str, source_folded: str) -> str | None:
-    """The first name or acronym of the sentence absent from the (folded) source, or None."""
-    return next((name for name in NAME.findall(sentence) if fold(name) not in source_folded), None)
+    """The first name or acronym of the sentence absent from the (folded) source, or None; an acronym's
+    plural ("TPUs", "LLMs") is named where its singular is.
+
+    >>> missing_name("Las TPUs aceleran el entrenamiento.", fold("la TPU de Google")), missing_name(
+    ...     "Las GPUs aceleran el entrenamiento.", fold("la CPU"))
+    (None, 'GPUs')
+    """
+
+    def named(name: str) -> bool:
+        folded = fold(name)
+        plural = bool(re.fullmatch(r"[A-Z0-9]{2,}s", name)) and folded[:-1] in source_folded
+        return folded in source_folded or plural
+
+    return next((name for name in NAME.findall(sentence) if not named(name)), None)
 
 
 @dataclass(frozen=True)
